@@ -1,0 +1,93 @@
+"""The registry's HTTP API: /api/v1. Reads are open, writes need the admin token."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from provisioner import nodes
+from provisioner.auth import admin_required
+from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.openapi import openapi_document
+from provisioner.registry import STATES, RegistryError
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _ctx():
+    return current_app.extensions["provisioner"]
+
+
+def _mac(value: str) -> str:
+    try:
+        return canonical_mac(value)
+    except InvalidMAC as e:
+        raise nodes.InvalidNode(str(e), "mac") from None
+
+
+def _body() -> object:
+    data = request.get_json(force=True, silent=True)
+    if data is None:
+        raise nodes.InvalidNode("the body must be a JSON object (Content-Type: application/json)")
+    return data
+
+
+@bp.get("/nodes")
+def list_nodes():
+    ctx = _ctx()
+    role, state = request.args.get("role"), request.args.get("state")
+    if role is not None and role not in ctx.site.roles:
+        raise nodes.InvalidNode(f"role: unknown role {role!r} (known: {', '.join(ctx.site.roles)})", "role")
+    if state is not None and state not in STATES:
+        raise nodes.InvalidNode(f"state: unknown state {state!r} (known: {', '.join(STATES)})", "state")
+    return jsonify(nodes=[n.public() for n in ctx.registry.list(role=role, state=state)])
+
+
+@bp.post("/nodes")
+@admin_required
+def create_node():
+    ctx = _ctx()
+    node = nodes.register(ctx.site, ctx.registry, _body())
+    resp = jsonify(node.public())
+    resp.status_code = 201
+    resp.headers["Location"] = f"/api/v1/nodes/{node.mac}"
+    return resp
+
+
+@bp.get("/nodes/<mac>")
+def get_node(mac: str):
+    return jsonify(_ctx().registry.get(_mac(mac)).public())
+
+
+@bp.patch("/nodes/<mac>")
+@admin_required
+def patch_node(mac: str):
+    ctx = _ctx()
+    return jsonify(nodes.change(ctx.site, ctx.registry, _mac(mac), _body()).public())
+
+
+@bp.delete("/nodes/<mac>")
+@admin_required
+def delete_node(mac: str):
+    _ctx().registry.remove(_mac(mac))
+    return "", 204
+
+
+@bp.get("/nodes/<mac>/events")
+def node_events(mac: str):
+    events = _ctx().registry.events(_mac(mac))
+    return jsonify(events=[e.as_dict() for e in events])
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@bp.errorhandler(RegistryError)
+def registry_error(e: RegistryError):
+    body = {"error": e.error, "detail": e.detail}
+    if e.field:
+        body["field"] = e.field
+    resp = jsonify(body)
+    resp.status_code = e.status
+    return resp

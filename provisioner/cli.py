@@ -1,0 +1,281 @@
+"""The `provisioner` command line.
+
+Every command takes --state-dir (or $PROVISIONER_STATE_DIR) and --site, before or after the
+command's name. Exit status: 0 ok; 1 with a one-line reason on stderr otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from provisioner import nodes as node_ops
+from provisioner.config import DEFAULT_SITE, ConfigError
+from provisioner.credentials import load_or_create
+from provisioner.kscheck import check_kickstart
+from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.registry import STATES, RegistryError
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/provisioner")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "provisioner"
+
+
+def _remember(name):
+    def callback(ctx, _param, value):
+        if value is not None:
+            ctx.ensure_object(dict)[name] = value
+            root = ctx.find_root()
+            root.ensure_object(dict)[name] = value
+        return value
+    return callback
+
+
+def common_options(f):
+    """--state-dir and --site, accepted on the group and on every command."""
+    f = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     envvar="PROVISIONER_STATE_DIR", expose_value=False, callback=_remember("state_dir"),
+                     help="State directory (registry, secrets). Default: /var/lib/provisioner as root, "
+                          "else ~/.local/state/provisioner.")(f)
+    f = click.option("--site", "site", type=str, default=None, envvar="PROVISIONER_SITE",
+                     expose_value=False, callback=_remember("site"),
+                     help="Site file (default: the embedded report testbed).")(f)
+    return f
+
+
+def fail_cleanly(f):
+    """Turn expected errors into one line on stderr and exit status 1."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except RegistryError as e:
+            raise click.ClickException(e.detail) from None
+        except (ConfigError, InvalidMAC, ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+def _settings() -> tuple[Path, str]:
+    obj = click.get_current_context().find_root().ensure_object(dict)
+    return obj.get("state_dir") or default_state_dir(), obj.get("site") or DEFAULT_SITE
+
+
+def _context():
+    from provisioner.app import open_context
+    state_dir, site = _settings()
+    return open_context(state_dir, site)
+
+
+@click.group()
+@common_options
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool):
+    """Bare-metal provisioning: registry, PXE boot files and per-MAC kickstarts."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@common_options
+@click.option("--http", "http", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve HTTP on.")
+@click.option("--threads", default=16, show_default=True, help="HTTP worker threads.")
+@fail_cleanly
+def serve(http: str, threads: int):
+    """Run the service (API, kickstarts, hosts file)."""
+    from provisioner.server import serve_forever
+    host, port = _hostport(http)
+    state_dir, site = _settings()
+    logging.getLogger().setLevel(logging.INFO)
+    serve_forever(state_dir, site, host, port, threads=threads)
+
+
+@main.command()
+@common_options
+@fail_cleanly
+def token():
+    """Print the admin API token (generated on first run)."""
+    state_dir, _ = _settings()
+    click.echo(load_or_create(state_dir).admin_token)
+
+
+@main.group()
+def nodes():
+    """Register, list, show and remove nodes."""
+
+
+@nodes.command("add")
+@common_options
+@click.option("--mac", required=True, help="The install NIC's MAC.")
+@click.option("--hostname", required=True)
+@click.option("--ip", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="Repeat for several roles.")
+@click.option("--interface", default="eth0", show_default=True, help="The install NIC's name.")
+@click.option("--alias", "aliases", multiple=True)
+@click.option("--nic", "nics", multiple=True, metavar="MAC,NAME[,MODE]", help="Another NIC; MODE dhcp or off.")
+@click.option("--disk-bytes", type=int, default=None)
+@fail_cleanly
+def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes):
+    """Register a node."""
+    ctx = _context()
+    data = {"mac": mac, "hostname": hostname, "ip": ip, "roles": list(roles), "interface": interface,
+            "aliases": list(aliases), "nics": [_nic(n) for n in nics]}
+    if disk_bytes is not None:
+        data["disk_bytes"] = disk_bytes
+    node = node_ops.register(ctx.site, ctx.registry, data)
+    click.echo(f"registered {node.hostname} ({node.mac}, {node.spec.ip}), armed for install")
+
+
+@nodes.command("list")
+@common_options
+@click.option("--role", default=None)
+@click.option("--state", type=click.Choice(STATES), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@fail_cleanly
+def nodes_list(role, state, as_json):
+    """List nodes with their state and last event."""
+    ctx = _context()
+    found = ctx.registry.list(role=role, state=state)
+    if as_json:
+        click.echo(json.dumps([n.public() for n in found], indent=2))
+        return
+    rows = [("HOSTNAME", "MAC", "IP", "ROLES", "STATE", "NETBOOT", "LAST EVENT")]
+    for n in found:
+        last = n.last_event
+        rows.append((n.hostname, n.mac, n.spec.ip, ",".join(n.spec.roles), n.state,
+                     "armed" if n.netboot else "off",
+                     f"{last.type} {_age(last.at)} ago" if last else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@nodes.command("show")
+@common_options
+@click.argument("mac")
+@fail_cleanly
+def nodes_show(mac):
+    """Show one node and its recent events."""
+    ctx = _context()
+    node = ctx.registry.get(canonical_mac(mac))
+    out = node.public()
+    out["events"] = [e.as_dict() for e in ctx.registry.events(node.mac, limit=20)]
+    click.echo(json.dumps(out, indent=2))
+
+
+@nodes.command("rm")
+@common_options
+@click.argument("mac")
+@fail_cleanly
+def nodes_rm(mac):
+    """Remove a node (its event log is kept)."""
+    node = _context().registry.remove(canonical_mac(mac))
+    click.echo(f"removed {node.hostname} ({node.mac})")
+
+
+@main.command()
+@common_options
+@click.argument("mac")
+@fail_cleanly
+def render(mac):
+    """Print a node's kickstart."""
+    ctx = _context()
+    click.echo(ctx.renderer.kickstart(ctx.registry.get(canonical_mac(mac))), nl=False)
+
+
+@main.command()
+@common_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--diff", "with_diff", is_flag=True, help="Print a unified diff of each changed kickstart.")
+@fail_cleanly
+def regenerate(out, with_diff):
+    """Write every node's kickstart to OUT and report what changed since the last run."""
+    from provisioner.regenerate import regenerate as run
+    ctx = _context()
+    start = time.monotonic()
+
+    def progress(done, total):
+        click.echo(f"\rrendered {done}/{total}", nl=done == total, err=True)
+
+    result = run(ctx.registry, ctx.renderer, out, with_diff=with_diff,
+                 progress=progress if sys.stderr.isatty() else None)
+    for change in result.changes:
+        click.echo(change.describe())
+        for line in change.diff:
+            click.echo(line, nl=not line.endswith("\n"))
+    click.echo(f"{result.summary()} ({time.monotonic() - start:.1f}s) in {out}")
+
+
+@main.command()
+@common_options
+@fail_cleanly
+def validate():
+    """Render every node's kickstart and parse it as the installer would (pykickstart, RHEL 9)."""
+    ctx = _context()
+    for warning in ctx.site.warnings:
+        click.echo(f"warning: {warning}")
+    bad = 0
+    found = ctx.registry.list()
+    for node in found:
+        try:
+            problems = _problems(ctx, node)
+        except (ConfigError, ValueError) as e:
+            problems = [str(e)]
+        if problems:
+            bad += 1
+            for p in problems:
+                click.echo(f"FAIL {node.hostname} ({node.mac}): {p.strip()}")
+        else:
+            click.echo(f"ok   {node.hostname} ({node.mac})")
+    if bad:
+        raise click.ClickException(f"{bad} of {len(found)} kickstarts fail")
+    click.echo(f"all {len(found)} kickstarts parse under RHEL9 with no error and no warning")
+
+
+def _problems(ctx, node) -> list[str]:
+    from provisioner import storage
+    problems = []
+    layout = ctx.site.layout_for(node.spec.roles)
+    try:
+        storage.check_fit(layout, node.spec.disk_bytes)
+    except storage.LayoutError as e:
+        problems.append(str(e))
+    result = check_kickstart(ctx.renderer.kickstart(node))
+    return problems + result.errors + result.warnings
+
+
+def _nic(text: str) -> dict:
+    parts = text.split(",")
+    if len(parts) not in (2, 3):
+        raise click.BadParameter(f"{text!r}: expected MAC,NAME[,MODE]", param_hint="--nic")
+    nic = {"mac": parts[0], "name": parts[1]}
+    if len(parts) == 3:
+        nic["mode"] = parts[2]
+    return nic
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{text!r}: expected HOST:PORT", param_hint="--http")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _age(at: str) -> str:
+    from datetime import datetime, timezone
+    then = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    s = int((datetime.now(timezone.utc) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"

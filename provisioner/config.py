@@ -1,0 +1,425 @@
+"""site.yaml: load it, validate it, and name the bad key when it is wrong.
+
+The embedded default (provisioner/site.yaml) is the report's five-node testbed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from provisioner import storage
+from provisioner.macaddr import InvalidMAC, canonical_mac
+
+DEFAULT_SITE = "embedded:site.yaml"
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_DOMAIN_LABEL = _HOSTNAME
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
+_ROLE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_PACKAGE = re.compile(r"[@^A-Za-z0-9][A-Za-z0-9_.+:^@/-]*")
+_TIMEZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+NIC_MODES = ("dhcp", "off")
+
+
+class ConfigError(ValueError):
+    """site.yaml is wrong; the message starts with the path of the bad key."""
+
+
+@dataclass(frozen=True)
+class Repo:
+    name: str
+    baseurl: str
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    layout: str | None
+    requires: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    name: str
+    mode: str   # dhcp | off
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node as site.yaml or the API describes it, before the registry adds state."""
+    mac: str
+    hostname: str
+    ip: str
+    roles: tuple[str, ...]
+    interface: str = "eth0"
+    aliases: tuple[str, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    disk_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    domain: str
+    timezone: str
+    service_url: str
+    network: ipaddress.IPv4Network
+    gateway: str | None
+    nameservers: tuple[str, ...]
+    ntp_servers: tuple[str, ...]
+    os_name: str
+    os_version: str
+    os_arch: str
+    install_tree: str
+    repos: tuple[Repo, ...]
+    openstack_release: str
+    roles: dict[str, Role]
+    packages: tuple[str, ...]
+    layouts: dict[str, storage.Layout]
+    nodes: tuple[NodeSpec, ...]
+    source: str = DEFAULT_SITE
+    templates: Path | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def layout_for(self, roles: tuple[str, ...] | list[str]) -> storage.Layout:
+        """The one storage layout a set of roles asks for."""
+        wanted = {self.roles[r].layout for r in roles if r in self.roles and self.roles[r].layout}
+        if not wanted:
+            raise ConfigError(f"roles {', '.join(roles)} name no storage layout "
+                              f"(give the node one of: {', '.join(r.name for r in self.roles.values() if r.layout)})")
+        if len(wanted) > 1:
+            raise ConfigError(f"roles {', '.join(roles)} ask for different storage layouts "
+                              f"({', '.join(sorted(wanted))}); a disk takes one")
+        return self.layouts[wanted.pop()]
+
+    def packages_for(self, roles: tuple[str, ...] | list[str]) -> list[str]:
+        out = list(self.packages)
+        for r in roles:
+            for p in self.roles[r].packages:
+                if p not in out:
+                    out.append(p)
+        return out
+
+
+def load_site(path: str | Path | None = None) -> Site:
+    """Load and validate a site file; None or DEFAULT_SITE gives the embedded testbed."""
+    if path is None or str(path) == DEFAULT_SITE:
+        text = resources.files("provisioner").joinpath("site.yaml").read_text()
+        source = DEFAULT_SITE
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    return parse_site(data, source)
+
+
+def parse_site(data: object, source: str = "site.yaml") -> Site:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
+               "roles", "packages", "layouts", "nodes", "templates"}
+    _only_keys(data, allowed, "")
+    name = _str(data.get("name", "site"), "name")
+    domain = _str(data.get("domain"), "domain").lower()
+    if not all(_DOMAIN_LABEL.fullmatch(lbl) for lbl in domain.split(".")):
+        raise ConfigError(f"domain: {domain!r} is not a DNS domain")
+    tz = _str(data.get("timezone", "UTC"), "timezone")
+    if not _TIMEZONE.fullmatch(tz):
+        raise ConfigError(f"timezone: {tz!r} is not a time zone name like Europe/Berlin")
+
+    svc = _map(data.get("service"), "service")
+    _only_keys(svc, {"url"}, "service")
+    service_url = _url(svc.get("url"), "service.url").rstrip("/")
+
+    net = _map(data.get("network"), "network")
+    _only_keys(net, {"cidr", "gateway", "nameservers"}, "network")
+    try:
+        network = ipaddress.IPv4Network(_str(net.get("cidr"), "network.cidr"), strict=True)
+    except ValueError as e:
+        raise ConfigError(f"network.cidr: {e}") from None
+    gateway = net.get("gateway")
+    if gateway is not None:
+        gateway = _ip_in(gateway, network, "network.gateway")
+    nameservers = tuple(_ip(x, f"network.nameservers[{i}]")
+                        for i, x in enumerate(_list(net.get("nameservers", []), "network.nameservers")))
+
+    ntp = _list(data.get("ntp_servers", []), "ntp_servers")
+    ntp_servers = tuple(_hostish(x, f"ntp_servers[{i}]") for i, x in enumerate(ntp))
+
+    ostack = _map(data.get("openstack"), "openstack")
+    _only_keys(ostack, {"release"}, "openstack")
+    release = _str(ostack.get("release"), "openstack.release")
+    if not re.fullmatch(r"[a-z0-9.]+", release):
+        raise ConfigError(f"openstack.release: {release!r} is not a release name like epoxy")
+
+    osd = _map(data.get("os"), "os")
+    _only_keys(osd, {"name", "version", "arch", "mirror", "install_tree", "repos"}, "os")
+    fill = {
+        "mirror": _url(osd.get("mirror"), "os.mirror").rstrip("/"),
+        "version": str(osd.get("version", "9")),
+        "arch": _str(osd.get("arch", "x86_64"), "os.arch"),
+        "openstack_release": release,
+    }
+    install_tree = _url(_fill(_str(osd.get("install_tree"), "os.install_tree"), fill, "os.install_tree"),
+                        "os.install_tree")
+    repos = []
+    for i, r in enumerate(_list(osd.get("repos", []), "os.repos")):
+        rw = f"os.repos[{i}]"
+        r = _map(r, rw)
+        _only_keys(r, {"name", "baseurl"}, rw)
+        rname = _str(r.get("name"), f"{rw}.name")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", rname):
+            raise ConfigError(f"{rw}.name: {rname!r} may hold only letters, digits, '.', '_' and '-'")
+        repos.append(Repo(rname, _url(_fill(_str(r.get("baseurl"), f"{rw}.baseurl"), fill, f"{rw}.baseurl"),
+                                      f"{rw}.baseurl")))
+    if len({r.name for r in repos}) != len(repos):
+        raise ConfigError("os.repos: a repository name is used twice")
+
+    layouts = {}
+    for lname, ldata in _map(data.get("layouts"), "layouts").items():
+        try:
+            layouts[lname] = storage.parse_layout(lname, ldata, f"layouts.{lname}")
+        except storage.LayoutError as e:
+            raise ConfigError(str(e)) from None
+    warnings: list[str] = []
+    for layout in layouts.values():
+        try:
+            warnings += storage.plan(layout).warnings
+        except storage.LayoutError as e:
+            raise ConfigError(f"layouts.{layout.name}: {e}") from None
+
+    roles = {}
+    for rname, rdata in _map(data.get("roles"), "roles").items():
+        rw = f"roles.{rname}"
+        if not _ROLE.fullmatch(str(rname)):
+            raise ConfigError(f"{rw}: {rname!r} is not a role name")
+        rdata = _map(rdata if rdata is not None else {}, rw)
+        _only_keys(rdata, {"layout", "requires", "packages"}, rw)
+        layout = rdata.get("layout")
+        if layout is not None and layout not in layouts:
+            raise ConfigError(f"{rw}.layout: no layout named {layout!r} (have: {', '.join(layouts)})")
+        requires = tuple(_str(x, f"{rw}.requires[{i}]")
+                         for i, x in enumerate(_list(rdata.get("requires", []), f"{rw}.requires")))
+        roles[rname] = Role(rname, layout, requires, _packages(rdata.get("packages", []), f"{rw}.packages"))
+    for role in roles.values():
+        for i, req in enumerate(role.requires):
+            if req not in roles:
+                raise ConfigError(f"roles.{role.name}.requires[{i}]: no role named {req!r}")
+
+    templates = data.get("templates")
+    if templates is not None:
+        templates = Path(_str(templates, "templates"))
+        if source != DEFAULT_SITE and not templates.is_absolute():
+            templates = Path(source).parent / templates
+
+    site = Site(
+        name=name, domain=domain, timezone=tz, service_url=service_url, network=network,
+        gateway=gateway, nameservers=nameservers, ntp_servers=ntp_servers,
+        os_name=_str(osd.get("name", "CentOS Stream"), "os.name"), os_version=fill["version"],
+        os_arch=fill["arch"], install_tree=install_tree, repos=tuple(repos),
+        openstack_release=release, roles=roles, packages=_packages(data.get("packages", []), "packages"),
+        layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
+    )
+    nodes = []
+    for i, n in enumerate(_list(data.get("nodes", []), "nodes")):
+        nodes.append(parse_node(n, site, f"nodes[{i}]"))
+    _check_unique(nodes)
+    object.__setattr__(site, "nodes", tuple(nodes))
+    return site
+
+
+def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
+    """Validate one node description (from site.yaml or an API body) against the site."""
+    d = _map(data, where)
+    _only_keys(d, {"mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes"}, where)
+    mac = _mac(d.get("mac"), f"{where}.mac")
+    hostname = _hostname(d.get("hostname"), f"{where}.hostname")
+    aliases = tuple(_hostname(a, f"{where}.aliases[{i}]")
+                    for i, a in enumerate(_list(d.get("aliases", []), f"{where}.aliases")))
+    if hostname in aliases or len(set(aliases)) != len(aliases):
+        raise ConfigError(f"{where}.aliases: a name is given twice")
+    ip = _ip_in(d.get("ip"), site.network, f"{where}.ip")
+    roles = validate_roles(d.get("roles"), site, f"{where}.roles")
+    if site.gateway == ip and "gateway" in site.roles and "gateway" not in roles:
+        raise ConfigError(f"{where}.ip: {ip} is the network's gateway; only a node with role gateway may have it")
+    interface = _ifname(d.get("interface", "eth0"), f"{where}.interface")
+    nics = []
+    for i, nd in enumerate(_list(d.get("nics", []), f"{where}.nics")):
+        nw = f"{where}.nics[{i}]"
+        nd = _map(nd, nw)
+        _only_keys(nd, {"mac", "name", "mode"}, nw)
+        mode = nd.get("mode", "off")
+        if mode not in NIC_MODES:
+            raise ConfigError(f"{nw}.mode: {mode!r} is not one of {', '.join(NIC_MODES)}")
+        nics.append(Nic(_mac(nd.get("mac"), f"{nw}.mac"), _ifname(nd.get("name"), f"{nw}.name"), mode))
+    macs = [mac] + [n.mac for n in nics]
+    if len(set(macs)) != len(macs):
+        raise ConfigError(f"{where}.nics: MAC address {next(m for m in macs if macs.count(m) > 1)} is given twice")
+    names = [interface] + [n.name for n in nics]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}.nics: interface name {next(n for n in names if names.count(n) > 1)} is given twice")
+    disk = d.get("disk_bytes")
+    if disk is not None and (isinstance(disk, bool) or not isinstance(disk, int) or disk <= 0):
+        raise ConfigError(f"{where}.disk_bytes: {disk!r} is not a positive number of bytes")
+    layout = _layout(site, roles, f"{where}.roles")
+    try:
+        storage.check_fit(layout, disk)
+    except storage.LayoutError as e:
+        raise ConfigError(f"{where}.disk_bytes: {e}") from None
+    return NodeSpec(mac, hostname, ip, roles, interface, aliases, tuple(nics), disk)
+
+
+def validate_roles(value: object, site: Site, where: str) -> tuple[str, ...]:
+    roles = _list(value, where)
+    if not roles:
+        raise ConfigError(f"{where}: a node needs at least one role ({', '.join(site.roles)})")
+    out: list[str] = []
+    for i, r in enumerate(roles):
+        if r not in site.roles:
+            raise ConfigError(f"{where}[{i}]: unknown role {r!r} (known: {', '.join(site.roles)})")
+        if r in out:
+            raise ConfigError(f"{where}[{i}]: role {r!r} is given twice")
+        out.append(r)
+    for r in out:
+        for req in site.roles[r].requires:
+            if req not in out:
+                raise ConfigError(f"{where}: role {r!r} requires role {req!r}")
+    _layout(site, tuple(out), where)
+    return tuple(out)
+
+
+def _layout(site: Site, roles: tuple[str, ...], where: str) -> storage.Layout:
+    try:
+        return site.layout_for(roles)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_unique(nodes: list[NodeSpec]) -> None:
+    seen: dict[str, str] = {}
+    for i, n in enumerate(nodes):
+        keys = [("MAC", m) for m in [n.mac] + [x.mac for x in n.nics]]
+        keys += [("hostname", h) for h in (n.hostname,) + n.aliases]
+        keys += [("IP", n.ip)]
+        for kind, value in keys:
+            k = f"{kind}:{value}"
+            if k in seen:
+                raise ConfigError(f"nodes[{i}]: {kind} {value} is already used by {seen[k]}")
+            seen[k] = n.hostname
+
+
+def _fill(template: str, values: dict, where: str) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{where}: unknown placeholder {e} (use {{mirror}}, {{version}}, {{arch}}, "
+                          "{openstack_release})") from None
+
+
+def _only_keys(d: dict, allowed: set[str], where: str) -> None:
+    extra = sorted(str(k) for k in set(d) - allowed)
+    if extra:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{extra[0]}: unknown key (expected one of {', '.join(sorted(allowed))})")
+
+
+def _map(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a mapping, not {_kind(value)}")
+    return value
+
+
+def _list(value: object, where: str) -> list:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list, not {_kind(value)}")
+    return value
+
+
+def _str(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: must be a non-empty string, not {_kind(value)}")
+    return value.strip()
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _url(value: object, where: str) -> str:
+    url = _str(value, where)
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c.isspace() for c in url):
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL")
+    return url
+
+
+def _mac(value: object, where: str) -> str:
+    try:
+        return canonical_mac(value)
+    except InvalidMAC as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _hostname(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _HOSTNAME.fullmatch(value.lower()) or value.isdigit():
+        raise ConfigError(f"{where}: {value!r} is not a host name (RFC 1123: letters, digits and "
+                          "inner hyphens, 1-63 characters)")
+    return value.lower()
+
+
+def _hostish(value: object, where: str) -> str:
+    text = _str(value, where)
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    labels = text.lower().rstrip(".").split(".")
+    if not all(_DOMAIN_LABEL.fullmatch(lbl) for lbl in labels):
+        raise ConfigError(f"{where}: {text!r} is neither an IP address nor a host name")
+    return text.lower()
+
+
+def _ip(value: object, where: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(_str(value, where)))
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an IPv4 address") from None
+
+
+def _ip_in(value: object, network: ipaddress.IPv4Network, where: str) -> str:
+    ip = ipaddress.IPv4Address(_ip(value, where))
+    if ip not in network:
+        raise ConfigError(f"{where}: {ip} is not inside the install network {network}")
+    if network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+        raise ConfigError(f"{where}: {ip} is the network's {'network' if ip == network.network_address else 'broadcast'} address")
+    return str(ip)
+
+
+def _ifname(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not an interface name like eth0")
+    return value
+
+
+def _packages(value: object, where: str) -> tuple[str, ...]:
+    out = []
+    for i, p in enumerate(_list(value, where)):
+        if not isinstance(p, str) or not _PACKAGE.fullmatch(p):
+            raise ConfigError(f"{where}[{i}]: {p!r} is not a package or group name")
+        out.append(p)
+    return tuple(out)

@@ -1,0 +1,411 @@
+"""The node registry: embedded SQLite in the state directory.
+
+Every write runs in one IMMEDIATE transaction, so a rejected request leaves the database exactly
+as it was. Uniqueness of MACs, names and IPs is enforced by the schema (the `macs` and `names`
+tables index every NIC and every host name and alias); the checks in Python only exist to say
+*which* field clashes. Events are append-only (triggers refuse UPDATE and DELETE) and keyed by
+MAC, so a node's history outlives its record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from provisioner.config import Nic, NodeSpec, Site
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "registry.sqlite3"
+STATES = ("registered", "installing", "installed", "failed")
+SOURCES = ("site", "api")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id            INTEGER PRIMARY KEY,
+    mac           TEXT NOT NULL UNIQUE,
+    hostname      TEXT NOT NULL UNIQUE,
+    ip            TEXT NOT NULL UNIQUE,
+    interface     TEXT NOT NULL,
+    aliases       TEXT NOT NULL,
+    roles         TEXT NOT NULL,
+    nics          TEXT NOT NULL,
+    disk_bytes    INTEGER,
+    state         TEXT NOT NULL,
+    netboot       INTEGER NOT NULL,
+    install_token TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS macs (
+    mac     TEXT PRIMARY KEY,
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS names (
+    name    TEXT PRIMARY KEY,
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS events (
+    id     INTEGER PRIMARY KEY,
+    mac    TEXT NOT NULL,
+    at     TEXT NOT NULL,
+    type   TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
+CREATE INDEX IF NOT EXISTS macs_by_node ON macs(node_id);
+CREATE INDEX IF NOT EXISTS names_by_node ON names(node_id);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+"""
+
+
+class RegistryError(Exception):
+    status = 400
+    error = "invalid"
+
+    def __init__(self, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class NotFound(RegistryError):
+    status = 404
+    error = "not found"
+
+
+class Conflict(RegistryError):
+    status = 409
+    error = "conflict"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    mac: str
+    at: str
+    type: str
+    detail: object
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "at": self.at, "type": self.type, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    spec: NodeSpec
+    state: str
+    netboot: bool
+    install_token: str = field(repr=False)
+    source: str
+    created_at: str
+    updated_at: str
+    last_event: Event | None = None
+
+    @property
+    def mac(self) -> str:
+        return self.spec.mac
+
+    @property
+    def hostname(self) -> str:
+        return self.spec.hostname
+
+    def public(self) -> dict:
+        """What the API and listings show: everything but the install token."""
+        s = self.spec
+        return {
+            "mac": s.mac, "hostname": s.hostname, "aliases": list(s.aliases), "ip": s.ip,
+            "interface": s.interface, "roles": list(s.roles),
+            "nics": [asdict(n) for n in s.nics], "disk_bytes": s.disk_bytes,
+            "state": self.state, "netboot": self.netboot, "source": self.source,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "last_event": self.last_event.as_dict() if self.last_event else None,
+        }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Registry:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            # the install tokens live here: owner-only from the first byte
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._conn().executescript(_SCHEMA)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> "Registry":
+        return cls(Path(state_dir) / DB_FILE)
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, mac: str) -> Node:
+        """The node that owns this MAC (its install NIC or any other NIC)."""
+        row = self._conn().execute(
+            "SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?", (mac,)).fetchone()
+        if row is None:
+            raise NotFound(f"no node has MAC {mac}")
+        return self._node(row)
+
+    def find(self, mac: str) -> Node | None:
+        try:
+            return self.get(mac)
+        except NotFound:
+            return None
+
+    def list(self, role: str | None = None, state: str | None = None) -> list[Node]:
+        sql, args = "SELECT * FROM nodes", []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state)
+        rows = self._conn().execute(sql + " ORDER BY hostname", args).fetchall()
+        nodes = self._nodes(rows)
+        if role is not None:
+            nodes = [n for n in nodes if role in n.spec.roles]
+        return nodes
+
+    def count(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM nodes").fetchone()[0]
+
+    def events(self, mac: str, limit: int = 100) -> list[Event]:
+        node = self.get(mac)
+        rows = self._conn().execute(
+            "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?", (node.mac, limit)).fetchall()
+        return [self._event(r) for r in reversed(rows)]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add(self, spec: NodeSpec, source: str = "api") -> Node:
+        with self._tx() as db:
+            self._check_free(db, spec, node_id=None)
+            ts = now()
+            cur = db.execute(
+                "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, state,"
+                " netboot, install_token, source, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
+                (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+                 json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
+                 secrets.token_urlsafe(24), source, ts, ts))
+            self._index(db, cur.lastrowid, spec)
+            self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
+        log.info("registered %s (%s, %s) from %s", spec.hostname, spec.mac, spec.ip, source)
+        return self.get(spec.mac)
+
+    def update(self, mac: str, spec: NodeSpec, *, allow_site: bool = False) -> Node:
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            if node.source == "site" and not allow_site:
+                raise Conflict(f"{node.hostname} is declared in the site file; change it there", "source")
+            self._check_free(db, spec, node_id=node.id)
+            changed = _diff(node.spec, spec)
+            if not changed:
+                return node
+            db.execute(
+                "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
+                " disk_bytes=?, updated_at=? WHERE id=?",
+                (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+                 json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, now(), node.id))
+            db.execute("DELETE FROM macs WHERE node_id = ?", (node.id,))
+            db.execute("DELETE FROM names WHERE node_id = ?", (node.id,))
+            self._index(db, node.id, spec)
+            self._event_in(db, spec.mac, "updated", {"changed": changed})
+        log.info("updated %s (%s): %s", spec.hostname, spec.mac, ", ".join(changed))
+        return self.get(spec.mac)
+
+    def remove(self, mac: str, *, allow_site: bool = False) -> Node:
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            if node.source == "site" and not allow_site:
+                raise Conflict(f"{node.hostname} is declared in the site file; remove it there", "source")
+            db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
+            self._event_in(db, node.mac, "removed", {"hostname": node.hostname})
+        log.info("removed %s (%s)", node.hostname, node.mac)
+        return node
+
+    def add_event(self, mac: str, type_: str, detail: object = None) -> Event:
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            return self._event_in(db, node.mac, type_, detail)
+
+    def sync_site(self, site: Site) -> list[str]:
+        """Make the registry hold site.yaml's nodes as declared; state, tokens and events are kept.
+
+        Nodes registered through the API are left alone. A node that left site.yaml is kept
+        (a machine record is never dropped silently) and becomes API-managed.
+        Returns what changed, one line each.
+        """
+        report: list[str] = []
+        declared = {n.mac for n in site.nodes}
+        with self._tx() as db:
+            for spec in site.nodes:
+                row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
+                                 (spec.mac,)).fetchone()
+                if row is None:
+                    self._check_free(db, spec, node_id=None, context="site file")
+                    ts = now()
+                    cur = db.execute(
+                        "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes,"
+                        " state, netboot, install_token, source, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, 'site', ?, ?)",
+                        (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+                         json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
+                         secrets.token_urlsafe(24), ts, ts))
+                    self._index(db, cur.lastrowid, spec)
+                    self._event_in(db, spec.mac, "registered", {"source": "site", "hostname": spec.hostname})
+                    report.append(f"added {spec.hostname} ({spec.mac}) from the site file")
+                    continue
+                node = self._node(row)
+                self._check_free(db, spec, node_id=node.id, context="site file")
+                changed = _diff(node.spec, spec)
+                if changed or node.source != "site":
+                    db.execute(
+                        "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
+                        " disk_bytes=?, source='site', updated_at=? WHERE id=?",
+                        (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+                         json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, now(), node.id))
+                    db.execute("DELETE FROM macs WHERE node_id = ?", (node.id,))
+                    db.execute("DELETE FROM names WHERE node_id = ?", (node.id,))
+                    self._index(db, node.id, spec)
+                    self._event_in(db, spec.mac, "updated", {"changed": changed, "source": "site"})
+                    report.append(f"updated {spec.hostname} ({spec.mac}) from the site file: "
+                                  f"{', '.join(changed) or 'now declared there'}")
+            for row in db.execute("SELECT * FROM nodes WHERE source = 'site'").fetchall():
+                if row["mac"] not in declared:
+                    db.execute("UPDATE nodes SET source='api', updated_at=? WHERE id=?", (now(), row["id"]))
+                    self._event_in(db, row["mac"], "updated", {"changed": ["source"], "source": "api"})
+                    report.append(f"kept {row['hostname']} ({row['mac']}): no longer in the site file, "
+                                  "now managed through the API")
+        for line in report:
+            log.info("%s", line)
+        return report
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _get_in(self, db: sqlite3.Connection, mac: str) -> Node:
+        row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
+                         (mac,)).fetchone()
+        if row is None:
+            raise NotFound(f"no node has MAC {mac}")
+        return self._node(row)
+
+    def _check_free(self, db: sqlite3.Connection, spec: NodeSpec, node_id: int | None,
+                    context: str = "") -> None:
+        """Raise Conflict naming the field if another node already holds a MAC, name or IP."""
+        prefix = f"{context}: " if context else ""
+
+        def owner(sql: str, value: str) -> str | None:
+            row = db.execute(sql, (value,)).fetchone()
+            if row is None or row["id"] == node_id:
+                return None
+            return row["hostname"]
+
+        for i, mac in enumerate([spec.mac] + [n.mac for n in spec.nics]):
+            other = owner("SELECT n.id, n.hostname FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?", mac)
+            if other:
+                raise Conflict(f"{prefix}MAC {mac} already belongs to {other}", "mac" if i == 0 else "nics")
+        for i, name in enumerate((spec.hostname,) + spec.aliases):
+            other = owner("SELECT n.id, n.hostname FROM names x JOIN nodes n ON n.id = x.node_id WHERE x.name = ?", name)
+            if other:
+                raise Conflict(f"{prefix}host name {name} already belongs to {other}",
+                               "hostname" if i == 0 else "aliases")
+        other = owner("SELECT id, hostname FROM nodes WHERE ip = ?", spec.ip)
+        if other:
+            raise Conflict(f"{prefix}IP {spec.ip} already belongs to {other}", "ip")
+
+    def _index(self, db: sqlite3.Connection, node_id: int, spec: NodeSpec) -> None:
+        db.executemany("INSERT INTO macs (mac, node_id) VALUES (?, ?)",
+                       [(m, node_id) for m in [spec.mac] + [n.mac for n in spec.nics]])
+        db.executemany("INSERT INTO names (name, node_id) VALUES (?, ?)",
+                       [(h, node_id) for h in (spec.hostname,) + spec.aliases])
+
+    def _event_in(self, db: sqlite3.Connection, mac: str, type_: str, detail: object) -> Event:
+        at = now()
+        text = None if detail is None else json.dumps(detail)
+        cur = db.execute("INSERT INTO events (mac, at, type, detail) VALUES (?, ?, ?, ?)", (mac, at, type_, text))
+        return Event(cur.lastrowid, mac, at, type_, detail)
+
+    def _event(self, row: sqlite3.Row) -> Event:
+        detail = None if row["detail"] is None else json.loads(row["detail"])
+        return Event(row["id"], row["mac"], row["at"], row["type"], detail)
+
+    def _node(self, row: sqlite3.Row, last: Event | None = None) -> Node:
+        if last is None:
+            ev = self._conn().execute("SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1",
+                                      (row["mac"],)).fetchone()
+            last = self._event(ev) if ev else None
+        return _row_to_node(row, last)
+
+    def _nodes(self, rows: list[sqlite3.Row]) -> list[Node]:
+        # one query for every node's last event, not one per node
+        last = {}
+        for ev in self._conn().execute(
+                "SELECT e.* FROM events e JOIN (SELECT mac, max(id) AS id FROM events GROUP BY mac) l"
+                " ON e.id = l.id"):
+            last[ev["mac"]] = self._event(ev)
+        return [_row_to_node(r, last.get(r["mac"])) for r in rows]
+
+
+def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
+    spec = NodeSpec(
+        mac=row["mac"], hostname=row["hostname"], ip=row["ip"], roles=tuple(json.loads(row["roles"])),
+        interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
+        nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"])
+    return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"], row["source"],
+                row["created_at"], row["updated_at"], last)
+
+
+def _nics_json(nics: tuple[Nic, ...]) -> str:
+    return json.dumps([asdict(n) for n in nics])
+
+
+def _diff(old: NodeSpec, new: NodeSpec) -> list[str]:
+    return [f for f in NodeSpec.__dataclass_fields__ if getattr(old, f) != getattr(new, f)]

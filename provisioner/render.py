@@ -1,0 +1,128 @@
+"""One Jinja2 environment for every rendered file; the context for a node's kickstart.
+
+The renderer never touches the database: callers hand it a Node. What differs between roles is
+decided here, in Python; the templates in kickstarts/ only lay the answers out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from provisioner import storage
+from provisioner.config import Site
+from provisioner.credentials import Credentials
+from provisioner.registry import Node
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KICKSTART_TEMPLATE = "node.ks.j2"
+
+
+def template_dirs(site: Site) -> list[Path]:
+    """Operator overrides first (site `templates:` or $PROVISIONER_TEMPLATES), then the shipped ones."""
+    dirs = []
+    if site.templates:
+        dirs.append(site.templates)
+    if os.environ.get("PROVISIONER_TEMPLATES"):
+        dirs.append(Path(os.environ["PROVISIONER_TEMPLATES"]))
+    dirs.append(REPO_ROOT / "kickstarts")
+    return dirs
+
+
+def make_environment(site: Site) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(site)]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["shquote"] = shquote
+    return env
+
+
+def shquote(value: object) -> str:
+    """Single-quote for POSIX sh."""
+    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+
+
+class Renderer:
+    def __init__(self, site: Site, credentials: Credentials):
+        self.site = site
+        self.credentials = credentials
+        self.env = make_environment(site)
+        self._storage = lru_cache(maxsize=None)(self._storage_context)
+        self._packages = lru_cache(maxsize=None)(lambda roles: tuple(site.packages_for(roles)))
+
+    def kickstart(self, node: Node) -> str:
+        return self.env.get_template(KICKSTART_TEMPLATE).render(self.kickstart_context(node))
+
+    def kickstart_context(self, node: Node) -> dict:
+        site, spec = self.site, node.spec
+        layout = site.layout_for(spec.roles)
+        return {
+            "site": site,
+            "node": spec,
+            "fqdn": f"{spec.hostname}.{site.domain}",
+            "roles": spec.roles,
+            "network": self.network_lines(node),
+            "storage": self._storage(layout.name),
+            "packages": self._packages(spec.roles),
+            "root_password_hash": self.credentials.root_password_hash,
+            "service_url": site.service_url,
+            "events_url": f"{site.service_url}/api/v1/nodes/{spec.mac}/events",
+            "hosts_url": f"{site.service_url}/hosts",
+            "install_token": node.install_token,
+        }
+
+    def network_lines(self, node: Node) -> list[dict]:
+        """Report 5.4.1 per interface: static on the install network, DHCP on a public NIC, the rest off.
+
+        Devices are matched by MAC and named with --interfacename, so the installed system keeps
+        the report's eth0/eth1 names whatever the kernel would have called them.
+        """
+        site, spec = self.site, node.spec
+        is_gateway = site.gateway == spec.ip
+        has_public = any(n.mode == "dhcp" for n in spec.nics)
+        install = {
+            "device": spec.mac, "name": spec.interface, "bootproto": "static", "ip": spec.ip,
+            "netmask": str(site.network.netmask),
+            # the gateway itself routes out through its public NIC; everyone else through it
+            "gateway": None if is_gateway or site.gateway is None else site.gateway,
+            "nodefroute": has_public,
+            "nameservers": list(site.nameservers),
+            "hostname": f"{spec.hostname}.{site.domain}",
+            "onboot": True,
+        }
+        lines = [install]
+        for nic in spec.nics:
+            lines.append({"device": nic.mac, "name": nic.name, "bootproto": nic.mode,
+                          "onboot": nic.mode != "off"})
+        return lines
+
+    def _storage_context(self, layout_name: str) -> dict:
+        layout = self.site.layouts[layout_name]
+        plan = storage.plan(layout)
+        return {
+            "layout": layout,
+            "plan": plan,
+            "disk": layout.disk,
+            "required_bytes": storage.required_disk_mib(layout) * storage.MIB,
+            "sfdisk": storage.sfdisk_script(layout),
+            "pesize_kib": storage.EXTENT_MIB * 1024,
+        }
+
+    def hosts_file(self, nodes: list[Node]) -> str:
+        """/etc/hosts for the whole cluster (the report's config/hosts and 03-copy-hosts)."""
+        lines = ["127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
+                 "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6",
+                 f"# cluster {self.site.name}, from the provisioner's registry"]
+        for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)):
+            names = [f"{n.spec.hostname}.{self.site.domain}", n.spec.hostname, *n.spec.aliases]
+            lines.append(f"{n.spec.ip:<11} {' '.join(names)}")
+        return "\n".join(lines) + "\n"
