@@ -27,7 +27,8 @@ class Context:
     renderer: Renderer
 
 
-def open_context(state_dir: Path, site: Site | str | Path | None = None) -> Context:
+def open_context(state_dir: Path, site: Site | str | Path | None = None, *,
+                 reload_templates: bool = True) -> Context:
     """Load the site, the secrets and the registry, and bring site.yaml's nodes into the registry."""
     if not isinstance(site, Site):
         site = load_site(site)
@@ -35,7 +36,7 @@ def open_context(state_dir: Path, site: Site | str | Path | None = None) -> Cont
     credentials = load_or_create(state_dir)
     registry = Registry.in_state_dir(state_dir)
     registry.sync_site(site)
-    return Context(site, credentials, registry, Renderer(site, credentials))
+    return Context(site, credentials, registry, Renderer(site, credentials, auto_reload=reload_templates))
 
 
 def create_app(state_dir: Path, site: Site | str | Path | None = None) -> Flask:

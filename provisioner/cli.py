@@ -32,11 +32,10 @@ def default_state_dir() -> Path:
 
 
 def _remember(name):
+    """Keep a value typed on the group or on the command for every command to read."""
     def callback(ctx, _param, value):
         if value is not None:
-            ctx.ensure_object(dict)[name] = value
-            root = ctx.find_root()
-            root.ensure_object(dict)[name] = value
+            ctx.find_root().ensure_object(dict)[name] = value
         return value
     return callback
 
@@ -44,12 +43,12 @@ def _remember(name):
 def common_options(f):
     """--state-dir and --site, accepted on the group and on every command."""
     f = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     envvar="PROVISIONER_STATE_DIR", expose_value=False, callback=_remember("state_dir"),
-                     help="State directory (registry, secrets). Default: /var/lib/provisioner as root, "
-                          "else ~/.local/state/provisioner.")(f)
-    f = click.option("--site", "site", type=str, default=None, envvar="PROVISIONER_SITE",
+                     expose_value=False, callback=_remember("state_dir"),
+                     help="State directory (registry, secrets). Default: $PROVISIONER_STATE_DIR, else "
+                          "/var/lib/provisioner as root, else ~/.local/state/provisioner.")(f)
+    f = click.option("--site", "site", type=str, default=None,
                      expose_value=False, callback=_remember("site"),
-                     help="Site file (default: the embedded report testbed).")(f)
+                     help="Site file. Default: $PROVISIONER_SITE, else the embedded report testbed.")(f)
     return f
 
 
@@ -67,14 +66,17 @@ def fail_cleanly(f):
 
 
 def _settings() -> tuple[Path, str]:
+    # typed on the command line, then the environment, then the default
     obj = click.get_current_context().find_root().ensure_object(dict)
-    return obj.get("state_dir") or default_state_dir(), obj.get("site") or DEFAULT_SITE
+    env_dir = os.environ.get("PROVISIONER_STATE_DIR")
+    state_dir = obj.get("state_dir") or (Path(env_dir) if env_dir else default_state_dir())
+    return state_dir, obj.get("site") or os.environ.get("PROVISIONER_SITE") or DEFAULT_SITE
 
 
 def _context():
     from provisioner.app import open_context
     state_dir, site = _settings()
-    return open_context(state_dir, site)
+    return open_context(state_dir, site, reload_templates=False)
 
 
 @click.group()

@@ -33,8 +33,11 @@ def template_dirs(site: Site) -> list[Path]:
     return dirs
 
 
-def make_environment(site: Site) -> jinja2.Environment:
+def make_environment(site: Site, auto_reload: bool = True) -> jinja2.Environment:
+    # A running service picks up edited templates by itself; a one-shot command (regenerate)
+    # skips the per-render stat of every template file.
     env = jinja2.Environment(
+        auto_reload=auto_reload,
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(site)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -52,10 +55,10 @@ def shquote(value: object) -> str:
 
 
 class Renderer:
-    def __init__(self, site: Site, credentials: Credentials):
+    def __init__(self, site: Site, credentials: Credentials, auto_reload: bool = True):
         self.site = site
         self.credentials = credentials
-        self.env = make_environment(site)
+        self.env = make_environment(site, auto_reload)
         self._storage = lru_cache(maxsize=None)(self._storage_context)
         self._packages = lru_cache(maxsize=None)(lambda roles: tuple(site.packages_for(roles)))
 

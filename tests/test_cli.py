@@ -1,0 +1,179 @@
+"""The `provisioner` command, run as an operator runs it."""
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from importlib import resources
+
+import pytest
+import requests
+import yaml
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {**os.environ, "PROVISIONER_STATE_DIR": str(tmp_path / "state")}
+    env.pop("PROVISIONER_SITE", None)
+
+    def run(*args, ok=True):
+        proc = subprocess.run([sys.executable, "-m", "provisioner", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+        if ok is not None:
+            assert (proc.returncode == 0) == ok, proc.stderr + proc.stdout
+        return proc
+    run.env = env
+    return run
+
+
+@pytest.fixture
+def custom_site(tmp_path):
+    data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
+    path = tmp_path / "site.yaml"
+
+    def write(mutate=None):
+        if mutate:
+            mutate(data)
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+    return write
+
+
+def test_token_is_stable_and_secret_file_private(run, tmp_path):
+    token = run("token").stdout.strip()
+    assert len(token) >= 32 and run("token").stdout.strip() == token
+    assert stat.S_IMODE((tmp_path / "state" / "secrets.yaml").stat().st_mode) == 0o600
+
+
+def test_nodes_add_list_show_rm(run):
+    out = run("nodes", "add", "--mac", "52-54-00-AA-00-10", "--hostname", "compute10", "--ip", "192.168.0.10",
+              "--role", "compute", "--interface", "eth1", "--nic", "52:54:00:aa:01:10,eth0,off").stdout
+    assert "registered compute10 (52:54:00:aa:00:10" in out
+    listing = run("nodes", "list").stdout.splitlines()
+    assert listing[0].split() == ["HOSTNAME", "MAC", "IP", "ROLES", "STATE", "NETBOOT", "LAST", "EVENT"]
+    row = [line for line in listing if line.startswith("compute10")][0].split()
+    assert row[:6] == ["compute10", "52:54:00:aa:00:10", "192.168.0.10", "compute", "registered", "armed"]
+    assert row[6] == "registered" and row[-1] == "ago"
+    assert len(run("nodes", "list", "--role", "controller").stdout.splitlines()) == 2
+    shown = json.loads(run("nodes", "show", "5254.00aa.0010").stdout)
+    assert shown["nics"][0]["mac"] == "52:54:00:aa:01:10" and shown["events"][0]["type"] == "registered"
+    assert "install_token" not in shown
+    as_json = json.loads(run("nodes", "list", "--json", "--state", "registered").stdout)
+    assert len(as_json) == 6
+    assert "removed compute10" in run("nodes", "rm", "52:54:00:aa:00:10").stdout
+    assert "compute10" not in run("nodes", "list").stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nodes", "add", "--mac", "zz", "--hostname", "a", "--ip", "192.168.0.9", "--role", "compute"], "mac: 'zz' is not a MAC"),
+    (["nodes", "add", "--mac", "52:54:00:aa:00:10", "--hostname", "compute2", "--ip", "192.168.0.9", "--role", "compute"],
+     "host name compute2 already belongs to compute2"),
+    (["nodes", "add", "--mac", "52:54:00:aa:00:10", "--hostname", "x", "--ip", "192.168.0.9", "--role", "web"],
+     "unknown role 'web'"),
+    (["nodes", "show", "52:54:00:ff:ff:ff"], "no node has MAC 52:54:00:ff:ff:ff"),
+    (["nodes", "rm", "52:54:00:0c:00:02"], "declared in the site file"),
+    (["render", "bogus"], "is not a MAC address"),
+    (["--site", "/nonexistent/site.yaml", "nodes", "list"], "cannot read"),
+    (["serve", "--http", "nope"], "expected HOST:PORT"),
+])
+def test_errors_are_one_line_and_nonzero(run, args, message):
+    proc = run(*args, ok=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert message in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_state_dir_can_follow_the_command(run, tmp_path):
+    other = tmp_path / "elsewhere"
+    run("nodes", "add", "--state-dir", str(other), "--mac", "52:54:00:aa:00:10", "--hostname", "c10",
+        "--ip", "192.168.0.10", "--role", "compute")
+    assert "c10" in run("--state-dir", str(other), "nodes", "list").stdout
+    assert "c10" not in run("nodes", "list").stdout
+
+
+def test_render_prints_the_kickstart(run):
+    out = run("render", "01-52-54-00-0c-00-05").stdout
+    assert out.startswith("# Kickstart for controller.cluster.local")
+    assert "logvol /var/lib/glance/images --vgname=vg_images --name=lv_images --fstype=ext4 --size=28784" in out
+
+
+def test_regenerate_reports_what_changed_and_how(run, tmp_path, custom_site):
+    out_dir = tmp_path / "ks"
+    first = run("regenerate", "--out", str(out_dir)).stdout
+    assert "5 new, 0 changed, 0 removed, 0 unchanged" in first
+    files = sorted(p.name for p in out_dir.glob("*.ks"))
+    assert files == [f"52-54-00-0c-00-0{i}.ks" for i in range(1, 6)]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in out_dir.glob("*.ks"))
+    assert "0 new, 0 changed, 0 removed, 5 unchanged" in run("regenerate", "--out", str(out_dir)).stdout
+
+    # a config change: new NTP servers touch every kickstart, by one line out and two in
+    site = custom_site(lambda d: d.update(ntp_servers=["ntp1.example.org", "ntp2.example.org"]))
+    second = run("--site", site, "regenerate", "--out", str(out_dir), "--diff").stdout
+    assert "0 new, 5 changed, 0 removed, 0 unchanged" in second
+    assert "changed compute1 (52:54:00:0c:00:01): +2 -3 lines" in second
+    assert "+timesource --ntp-server=ntp1.example.org" in second
+    assert "-timesource --ntp-server=0.centos.pool.ntp.org" in second
+
+    run("--site", site, "nodes", "add", "--mac", "52:54:00:aa:00:10", "--hostname", "c10", "--ip",
+        "192.168.0.10", "--role", "compute")
+    third = run("--site", site, "regenerate", "--out", str(out_dir)).stdout
+    assert "new c10 (52:54:00:aa:00:10)" in third and "1 new, 0 changed, 0 removed, 5 unchanged" in third
+    run("--site", site, "nodes", "rm", "52:54:00:aa:00:10")
+    fourth = run("--site", site, "regenerate", "--out", str(out_dir)).stdout
+    assert "removed c10 (52:54:00:aa:00:10)" in fourth
+    assert not (out_dir / "52-54-00-aa-00-10.ks").exists()
+
+
+def test_validate_passes_the_default_site_and_shows_table2s_warning(run):
+    out = run("validate").stdout
+    assert out.count("ok   ") == 5
+    assert "warning: layout controller: lv_images is 28788 MiB" in out
+    assert "all 5 kickstarts parse under RHEL9 with no error and no warning" in out
+
+
+def test_validate_names_the_nodes_that_fail_and_why(run, custom_site, tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    # an operator's override of one partial that uses a deprecated option
+    (templates / "_install.ks.j2").write_text(
+        (resources.files("provisioner").parent / "kickstarts" / "_install.ks.j2").read_text()
+        + "{% if 'controller' in roles %}timezone Etc/UTC --ntpservers=ntp.example.org\n{% endif %}")
+    site = custom_site(lambda d: d.update(templates=str(templates)))
+    proc = run("--site", site, "validate", ok=False)
+    assert proc.returncode == 1
+    assert "FAIL controller (52:54:00:0c:00:05): KickstartDeprecationWarning" in proc.stdout
+    assert proc.stdout.count("ok   ") == 4
+    assert "1 of 5 kickstarts fail" in proc.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_on_the_embedded_defaults(run):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}"],
+                            env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+                time.sleep(0.2)
+        assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
+        ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
+        assert ks.status_code == 200 and "Table 1" in ks.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()

@@ -1,0 +1,62 @@
+"""The real server (waitress) on loopback, driven with requests."""
+
+import logging
+import socket
+
+import requests
+
+from provisioner.credentials import load_or_create
+from tests.conftest import new_node
+
+
+def test_register_fetch_change_remove_over_real_http(live_server, state_dir):
+    auth = {"Authorization": f"Bearer {load_or_create(state_dir).admin_token}"}
+    s = requests.Session()
+    r = s.post(f"{live_server}/api/v1/nodes", json=new_node(), headers=auth, timeout=10)
+    assert r.status_code == 201 and r.json()["hostname"] == "compute10"
+    r = s.post(f"{live_server}/api/v1/nodes", json=new_node(), headers=auth, timeout=10)
+    assert r.status_code == 409
+    r = s.get(f"{live_server}/ks/01-52-54-00-aa-00-10", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert "--ip=192.168.0.10" in r.text
+    r = s.patch(f"{live_server}/api/v1/nodes/5254.00aa.0010", json={"ip": "192.168.0.40"}, headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["ip"] == "192.168.0.40"
+    assert s.delete(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", timeout=10).status_code == 401
+    assert s.delete(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", headers=auth, timeout=10).status_code == 204
+    assert s.get(f"{live_server}/ks/52:54:00:aa:00:10", timeout=10).status_code == 404
+    hosts = s.get(f"{live_server}/hosts", timeout=10).text
+    assert "192.168.0.5 controller.cluster.local controller" in hosts and "compute10" not in hosts
+
+
+def test_garbage_on_the_socket_does_not_stop_the_server(live_server):
+    host, port = live_server.removeprefix("http://").split(":")
+    for junk in (b"\x00\xff" * 100 + b"\r\n\r\n", b"GET /" + b"A" * 70000 + b" HTTP/1.1\r\n\r\n",
+                 b"POST /api/v1/nodes HTTP/1.1\r\nContent-Length: 99999999\r\n\r\nxx", b""):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(junk)
+            sock.shutdown(socket.SHUT_WR)
+            try:
+                sock.recv(4096)
+            except OSError:
+                pass
+    assert requests.get(f"{live_server}/api/v1/nodes", timeout=10).status_code == 200
+
+
+def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir, caplog):
+    caplog.set_level(logging.DEBUG)
+    secrets = {k: v for k, v in load_or_create(state_dir).values.items()}
+    auth = {"Authorization": f"Bearer {secrets['admin_token']}"}
+    requests.post(f"{live_server}/api/v1/nodes", json=new_node(), headers=auth, timeout=10)
+    requests.post(f"{live_server}/api/v1/nodes", json=new_node(), headers=auth, timeout=10)
+    requests.get(f"{live_server}/ks/52:54:00:aa:00:10", timeout=10)
+    requests.delete(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", headers={"Authorization": "Bearer guess"}, timeout=10)
+    listing = requests.get(f"{live_server}/api/v1/nodes", timeout=10).text
+    one = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", timeout=10).text
+    events = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10/events", timeout=10).text
+    from provisioner.registry import Registry
+    tokens = [n.install_token for n in Registry.in_state_dir(state_dir).list()]
+    assert len(tokens) == 6
+    for text in (caplog.text, listing, one, events):
+        for value in list(secrets.values()) + tokens:
+            assert value not in text
+    assert "boot ks 52:54:00:aa:00:10 (compute10): answered kickstart" in caplog.text

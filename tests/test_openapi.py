@@ -1,0 +1,109 @@
+"""The OpenAPI document matches the real routes and the real responses."""
+
+import re
+
+import jsonschema
+import pytest
+
+from tests.conftest import new_node
+
+
+@pytest.fixture
+def doc(client):
+    resp = client.get("/api/v1/openapi.json")
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def _flask_routes(app):
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((path, method.lower()))
+    return routes
+
+
+def test_every_route_is_documented_and_every_documented_path_exists(app, doc):
+    documented = {(path, m) for path, ops in doc["paths"].items() for m in ops if m != "parameters"}
+    assert documented == _flask_routes(app)
+
+
+def test_the_document_is_valid_json_schema_where_it_declares_schemas(doc):
+    jsonschema.Draft202012Validator.check_schema({"$defs": doc["components"]["schemas"]})
+
+
+def _validator(doc, schema):
+    # resolve "#/components/..." references against the document itself
+    full = dict(doc)
+    full.update(schema)
+    return jsonschema.Draft202012Validator(full)
+
+
+def _check(doc, path, method, resp):
+    op = doc["paths"][path][method]
+    status = str(resp.status_code)
+    assert status in op["responses"], f"{method.upper()} {path} answered undocumented {status}"
+    spec = op["responses"][status]
+    if "$ref" in spec:
+        spec = doc["components"]["responses"][spec["$ref"].split("/")[-1]]
+    if "content" not in spec:
+        assert not resp.data
+        return
+    ctype = resp.mimetype
+    assert ctype in spec["content"], f"{method.upper()} {path} {status} is {ctype}"
+    if ctype == "application/json":
+        _validator(doc, spec["content"][ctype]["schema"]).validate(resp.get_json())
+
+
+def test_real_responses_match_the_documented_ones(client, admin, doc):
+    node = "/api/v1/nodes/{mac}"
+    events = "/api/v1/nodes/{mac}/events"
+    calls = [
+        ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes")),
+        ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes?state=bogus")),
+        ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(), headers=admin)),
+        ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(), headers=admin)),
+        ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(ip="x"), headers=admin)),
+        ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node())),
+        (node, "get", lambda: client.get("/api/v1/nodes/52:54:00:aa:00:10")),
+        (node, "get", lambda: client.get("/api/v1/nodes/52:54:00:aa:00:99")),
+        (node, "get", lambda: client.get("/api/v1/nodes/zzz")),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:10", json={"ip": "192.168.0.11"}, headers=admin)),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:10", json={"ip": "192.168.0.2"}, headers=admin)),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:10", json={"ip": "nope"}, headers=admin)),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:99", json={"ip": "192.168.0.12"}, headers=admin)),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:10", json={"ip": "192.168.0.12"})),
+        (events, "get", lambda: client.get("/api/v1/nodes/52:54:00:aa:00:10/events")),
+        (events, "get", lambda: client.get("/api/v1/nodes/52:54:00:aa:00:99/events")),
+        (events, "get", lambda: client.get("/api/v1/nodes/zzz/events")),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/zzz", headers=admin)),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/52:54:00:0c:00:01", headers=admin)),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/52:54:00:aa:00:10")),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/52:54:00:aa:00:10", headers=admin)),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/52:54:00:aa:00:10", headers=admin)),
+        ("/ks/{mac}", "get", lambda: client.get("/ks/52:54:00:0c:00:01")),
+        ("/ks/{mac}", "get", lambda: client.get("/ks/52:54:00:0c:00:99")),
+        ("/ks/{mac}", "get", lambda: client.get("/ks/xx")),
+        ("/hosts", "get", lambda: client.get("/hosts")),
+        ("/api/v1/openapi.json", "get", lambda: client.get("/api/v1/openapi.json")),
+    ]
+    seen = set()
+    for path, method, call in calls:
+        resp = call()
+        _check(doc, path, method, resp)
+        seen.add((path, method, resp.status_code))
+    # every documented (path, method, status) was produced by a real request
+    documented = {(p, m, int(s)) for p, ops in doc["paths"].items() for m, op in ops.items()
+                  if m != "parameters" for s in op["responses"]}
+    assert documented == seen
+
+
+def test_the_documented_request_schemas_accept_what_the_api_accepts(doc):
+    schema = {"$ref": "#/components/schemas/NodeInput"}
+    _validator(doc, schema).validate(new_node(aliases=["x"], nics=[{"mac": "52:54:00:aa:01:10", "name": "eth0"}],
+                                              disk_bytes=10**12))
+    with pytest.raises(jsonschema.ValidationError):
+        _validator(doc, schema).validate(new_node(colour="blue"))
