@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from provisioner import nodes
-from provisioner.auth import admin_required
+from provisioner.auth import admin_required, bearer, token_matches
+from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
-from provisioner.registry import STATES, RegistryError
+from provisioner.registry import STATES, Forbidden, RegistryError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -76,6 +77,36 @@ def delete_node(mac: str):
 def node_events(mac: str):
     events = _ctx().registry.events(_mac(mac))
     return jsonify(events=[e.as_dict() for e in events])
+
+
+@bp.post("/nodes/<mac>/events")
+def post_event(mac: str):
+    """A kickstart's callback. Authenticated by the node's install token, not the admin token."""
+    ctx = _ctx()
+    node = ctx.registry.get(_mac(mac))
+    token = bearer()
+    if not token_matches(token, node.install_token):
+        raise Forbidden(f"wrong or missing install token for {node.hostname}")
+    body = _body()
+    if not isinstance(body, dict):
+        raise nodes.InvalidNode("the body must be a JSON object")
+    extra = sorted(set(body) - {"type", "detail"})
+    if extra:
+        raise nodes.InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
+    type_ = body.get("type")
+    if type_ not in CALLBACKS:
+        raise nodes.InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}", "type")
+    detail = body.get("detail")
+    if isinstance(detail, str) and len(detail) > DETAIL_MAX:
+        detail = "[...]" + detail[-DETAIL_MAX:]
+    node = ctx.registry.callback(node.mac, token, type_, detail)
+    return jsonify(node.public())
+
+
+@bp.post("/nodes/<mac>/rebuild")
+@admin_required
+def rebuild(mac: str):
+    return jsonify(_ctx().registry.rebuild(_mac(mac)).public())
 
 
 @bp.get("/openapi.json")

@@ -25,6 +25,12 @@ class Context:
     credentials: Credentials
     registry: Registry
     renderer: Renderer
+    state_dir: Path
+
+    @property
+    def boot(self):
+        from provisioner.pxe import Boot
+        return Boot(self, self.state_dir)
 
 
 def open_context(state_dir: Path, site: Site | str | Path | None = None, *,
@@ -36,7 +42,8 @@ def open_context(state_dir: Path, site: Site | str | Path | None = None, *,
     credentials = load_or_create(state_dir)
     registry = Registry.in_state_dir(state_dir)
     registry.sync_site(site)
-    return Context(site, credentials, registry, Renderer(site, credentials, auto_reload=reload_templates))
+    return Context(site, credentials, registry, Renderer(site, credentials, auto_reload=reload_templates),
+                   state_dir)
 
 
 def create_app(state_dir: Path, site: Site | str | Path | None = None) -> Flask:

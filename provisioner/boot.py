@@ -1,42 +1,114 @@
-"""What booting and installing nodes fetch: kickstarts and the cluster's hosts file.
+"""What booting and installing nodes fetch over HTTP: iPXE scripts, kernels, kickstarts, hosts.
 
 Every answer is computed from the registry at request time; nothing is written to disk.
+The decision itself is `lifecycle.decide`, rendered by `pxe.Boot`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, abort, current_app, send_file
 
+from provisioner import distros
+from provisioner.bootfiles import bootfiles_dir
 from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.registry import Conflict
+from provisioner.tftp import safe_static_path
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
+
+
+def _ctx():
+    return current_app.extensions["provisioner"]
 
 
 def _text(body: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype="text/plain")
 
 
+def _mac_or_none(text: str, asked: str) -> str | None:
+    try:
+        return canonical_mac(text)
+    except InvalidMAC as e:
+        log.info("boot http %r: asked %s, answered 400: %s", text[:60], asked[:200], e)
+        return None
+
+
 @bp.get("/ks/<mac>")
 def kickstart(mac: str):
-    ctx = current_app.extensions["provisioner"]
-    try:
-        mac = canonical_mac(mac)
-    except InvalidMAC as e:
-        log.info("boot ks %r: answered 400: %s", mac, e)
-        return _text(f"{e}\n", 400)
+    ctx = _ctx()
+    asked = f"/ks/{mac}"
+    mac = _mac_or_none(mac, asked)
+    if mac is None:
+        return _text("not a MAC address\n", 400)
     node = ctx.registry.find(mac)
     if node is None:
-        log.info("boot ks %s: answered 404: no node has this MAC", mac)
+        log.info("boot http %s: asked %s, answered 404: not registered", mac, asked)
         return _text(f"no node has MAC {mac}\n", 404)
+    try:
+        node = ctx.registry.kickstart_fetched(node.mac)
+    except Conflict as e:
+        # an installed machine must never be handed an installer's instructions again
+        log.info("boot http %s (%s): asked %s, answered 409: %s", mac, node.hostname, asked, e.detail)
+        return _text(f"{e.detail}\n", 409)
     body = ctx.renderer.kickstart(node)
-    log.info("boot ks %s (%s): answered kickstart: node is %s", mac, node.hostname, node.state)
+    log.info("boot http %s (%s): asked %s, answered kickstart: now installing", mac, node.hostname, asked)
     return _text(body)
 
 
 @bp.get("/hosts")
 def hosts():
-    ctx = current_app.extensions["provisioner"]
+    ctx = _ctx()
     return _text(ctx.renderer.hosts_file(ctx.registry.list()))
+
+
+@bp.get("/boot.ipxe")
+def boot_ipxe():
+    ctx = _ctx()
+    return _text(ctx.renderer.env.get_template("boot.ipxe.j2").render(service_url=ctx.site.service_url))
+
+
+@bp.get("/ipxe/<mac>")
+def ipxe(mac: str):
+    asked = f"/ipxe/{mac}"
+    mac = _mac_or_none(mac, asked)
+    if mac is None:
+        return _text("#!ipxe\necho not a MAC address\nexit\n", 400)
+    return _text(_ctx().boot.render("ipxe", mac, asked, "http").text)
+
+
+@bp.get("/pxelinux.cfg/01-<mac>")
+def pxelinux(mac: str):
+    asked = f"/pxelinux.cfg/01-{mac}"
+    mac = _mac_or_none(mac, asked)
+    if mac is None:
+        abort(404)
+    return _text(_ctx().boot.render("pxelinux", mac, asked, "http").text)
+
+
+@bp.get("/grub/grub.cfg-01-<mac>")
+def grub(mac: str):
+    asked = f"/grub/grub.cfg-01-{mac}"
+    mac = _mac_or_none(mac, asked)
+    if mac is None:
+        abort(404)
+    return _text(_ctx().boot.render("grub", mac, asked, "http").text)
+
+
+@bp.get("/boot/<distro>/<name>")
+def distro_file(distro: str, name: str):
+    path = distros.boot_file(_ctx().state_dir, distro, name)
+    if path is None:
+        abort(404)
+    # Content-Length, and Range for loaders that resume (send_file's conditional mode)
+    return send_file(path, mimetype="application/octet-stream", conditional=True, etag=True, max_age=0)
+
+
+@bp.get("/bootfiles/<path:name>")
+def bootfile(name: str):
+    path = safe_static_path(bootfiles_dir(_ctx().state_dir), name)
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="application/octet-stream", conditional=True, max_age=0)

@@ -88,6 +88,12 @@ class Site:
     source: str = DEFAULT_SITE
     templates: Path | None = None
     warnings: tuple[str, ...] = field(default=())
+    kernel_args: tuple[str, ...] = ()
+
+    @property
+    def distro(self) -> str:
+        """The name `provisioner distro import` gives this site's OS tree (centos-stream-9-x86_64)."""
+        return distro_name(self.os_name, self.os_version, self.os_arch)
 
     def layout_for(self, roles: tuple[str, ...] | list[str]) -> storage.Layout:
         """The one storage layout a set of roles asks for."""
@@ -107,6 +113,11 @@ class Site:
                 if p not in out:
                     out.append(p)
         return out
+
+
+def distro_name(name: str, version: str, arch: str) -> str:
+    slug = re.sub(r"[^a-z0-9_]+", "-", f"{name} {version} {arch}".lower()).strip("-")
+    return slug
 
 
 def load_site(path: str | Path | None = None) -> Site:
@@ -131,7 +142,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
-               "roles", "packages", "layouts", "nodes", "templates"}
+               "roles", "packages", "layouts", "nodes", "templates", "boot"}
     _only_keys(data, allowed, "")
     name = _str(data.get("name", "site"), "name")
     domain = _str(data.get("domain"), "domain").lower()
@@ -189,6 +200,14 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if len({r.name for r in repos}) != len(repos):
         raise ConfigError("os.repos: a repository name is used twice")
 
+    boot = _map(data.get("boot", {}), "boot")
+    _only_keys(boot, {"kernel_args"}, "boot")
+    kernel_args = []
+    for i, arg in enumerate(_list(boot.get("kernel_args", []), "boot.kernel_args")):
+        if not isinstance(arg, str) or not re.fullmatch(r"[\x21-\x7e]+", arg):
+            raise ConfigError(f"boot.kernel_args[{i}]: {arg!r} must be one printable word")
+        kernel_args.append(arg)
+
     layouts = {}
     for lname, ldata in _map(data.get("layouts"), "layouts").items():
         try:
@@ -233,6 +252,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         os_arch=fill["arch"], install_tree=install_tree, repos=tuple(repos),
         openstack_release=release, roles=roles, packages=_packages(data.get("packages", []), "packages"),
         layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
+        kernel_args=tuple(kernel_args),
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):

@@ -9,6 +9,7 @@ MAC, so a node's history outlives its record.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -90,6 +91,11 @@ class NotFound(RegistryError):
 class Conflict(RegistryError):
     status = 409
     error = "conflict"
+
+
+class Forbidden(RegistryError):
+    status = 403
+    error = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,48 @@ class Registry:
         with self._tx() as db:
             node = self._get_in(db, mac)
             return self._event_in(db, node.mac, type_, detail)
+
+    def kickstart_fetched(self, mac: str) -> Node:
+        """An armed node's installer fetched its kickstart: it is installing now."""
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            if not node.netboot:
+                raise Conflict(f"{node.hostname} is {node.state} and not armed for install; "
+                               "rebuild it to reinstall", "state")
+            if node.state != "installing":
+                db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=?", (now(), node.id))
+            self._event_in(db, node.mac, "kickstart", {"state": "installing"})
+        return self.get(mac)
+
+    def callback(self, mac: str, token: str | None, type_: str, detail: object) -> Node:
+        """A kickstart callback, authenticated by the node's install token."""
+        from provisioner.lifecycle import CALLBACKS
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
+                raise Forbidden(f"wrong or missing install token for {node.hostname}")
+            sources, target, disarm = CALLBACKS[type_]
+            if node.state == target and type_ == "installed":
+                return node   # a retried report: already done
+            if node.state not in sources:
+                raise Conflict(f"{node.hostname} is {node.state}; a '{type_}' report cannot follow that",
+                               "type")
+            db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
+                       (target, 0 if disarm else int(node.netboot), now(), node.id))
+            self._event_in(db, node.mac, type_, detail)
+        log.info("%s (%s) reported %s: now %s%s", node.hostname, node.mac, type_, target,
+                 ", netboot disarmed" if disarm else "")
+        return self.get(mac)
+
+    def rebuild(self, mac: str) -> Node:
+        """Arm a node for reinstall with a new install token; the old token stops working."""
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            db.execute("UPDATE nodes SET state='registered', netboot=1, install_token=?, updated_at=? WHERE id=?",
+                       (secrets.token_urlsafe(24), now(), node.id))
+            self._event_in(db, node.mac, "rebuild", {"previous_state": node.state})
+        log.info("rebuild %s (%s): armed for install, new install token", node.hostname, node.mac)
+        return self.get(mac)
 
     def sync_site(self, site: Site) -> list[str]:
         """Make the registry hold site.yaml's nodes as declared; state, tokens and events are kept.

@@ -29,7 +29,7 @@ def template_dirs(site: Site) -> list[Path]:
         dirs.append(site.templates)
     if os.environ.get("PROVISIONER_TEMPLATES"):
         dirs.append(Path(os.environ["PROVISIONER_TEMPLATES"]))
-    dirs.append(REPO_ROOT / "kickstarts")
+    dirs += [REPO_ROOT / "kickstarts", REPO_ROOT / "pxe"]
     return dirs
 
 

@@ -66,3 +66,49 @@ def new_node(**over):
 def db_dump(registry) -> list[str]:
     """Every row of every table, to prove a rejected request changed nothing."""
     return list(registry._conn().iterdump())
+
+
+def make_tree(root: Path, kernel: bytes = b"K" * 5000, initrd: bytes = b"I" * 300_000,
+              name: str = "CentOS Stream", version: str = "9", arch: str = "x86_64",
+              algo: str = "sha256", corrupt: str | None = None) -> Path:
+    """A small CentOS-Stream-shaped install tree, as `distro import` expects one."""
+    import hashlib
+    pxe = root / "images" / "pxeboot"
+    pxe.mkdir(parents=True, exist_ok=True)
+    (pxe / "vmlinuz").write_bytes(kernel)
+    (pxe / "initrd.img").write_bytes(initrd)
+    sums = {p: hashlib.new(algo, data).hexdigest() for p, data in
+            (("images/pxeboot/vmlinuz", kernel), ("images/pxeboot/initrd.img", initrd))}
+    if corrupt:
+        sums[corrupt] = "0" * len(sums[corrupt])
+    (root / ".treeinfo").write_text(f"""[header]
+type = productmd.treeinfo
+version = 1.2
+
+[release]
+name = {name}
+short = CentOS-Stream
+version = {version}
+
+[tree]
+arch = {arch}
+platforms = {arch}
+
+[images-{arch}]
+initrd = images/pxeboot/initrd.img
+kernel = images/pxeboot/vmlinuz
+
+[checksums]
+images/pxeboot/initrd.img = {algo}:{sums['images/pxeboot/initrd.img']}
+images/pxeboot/vmlinuz = {algo}:{sums['images/pxeboot/vmlinuz']}
+""")
+    return root
+
+
+@pytest.fixture
+def imported(state_dir, app, tmp_path):
+    """The default site's distro imported from a small local tree."""
+    from provisioner.distros import import_tree
+    tree = make_tree(tmp_path / "tree")
+    import_tree(state_dir, str(tree))
+    return tree

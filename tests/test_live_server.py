@@ -59,4 +59,4 @@ def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir, caplog):
     for text in (caplog.text, listing, one, events):
         for value in list(secrets.values()) + tokens:
             assert value not in text
-    assert "boot ks 52:54:00:aa:00:10 (compute10): answered kickstart" in caplog.text
+    assert "boot http 52:54:00:aa:00:10 (compute10): asked /ks/52:54:00:aa:00:10, answered kickstart" in caplog.text

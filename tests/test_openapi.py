@@ -58,9 +58,15 @@ def _check(doc, path, method, resp):
         _validator(doc, spec["content"][ctype]["schema"]).validate(resp.get_json())
 
 
-def test_real_responses_match_the_documented_ones(client, admin, doc):
+def test_real_responses_match_the_documented_ones(client, admin, doc, imported, state_dir, registry):
     node = "/api/v1/nodes/{mac}"
     events = "/api/v1/nodes/{mac}/events"
+    rebuild = "/api/v1/nodes/{mac}/rebuild"
+    (state_dir / "bootfiles").mkdir()
+    (state_dir / "bootfiles" / "ipxe.efi").write_bytes(b"MZ" + b"\0" * 100)
+
+    def install(mac):
+        return {"Authorization": f"Bearer {registry.get(mac).install_token}"}
     calls = [
         ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes")),
         ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes?state=bogus")),
@@ -89,12 +95,42 @@ def test_real_responses_match_the_documented_ones(client, admin, doc):
         ("/ks/{mac}", "get", lambda: client.get("/ks/xx")),
         ("/hosts", "get", lambda: client.get("/hosts")),
         ("/api/v1/openapi.json", "get", lambda: client.get("/api/v1/openapi.json")),
+        ("/boot.ipxe", "get", lambda: client.get("/boot.ipxe")),
+        ("/ipxe/{mac}", "get", lambda: client.get("/ipxe/52-54-00-0c-00-02")),
+        ("/ipxe/{mac}", "get", lambda: client.get("/ipxe/nope")),
+        ("/pxelinux.cfg/01-{mac}", "get", lambda: client.get("/pxelinux.cfg/01-52-54-00-0c-00-02")),
+        ("/pxelinux.cfg/01-{mac}", "get", lambda: client.get("/pxelinux.cfg/01-zz")),
+        ("/grub/grub.cfg-01-{mac}", "get", lambda: client.get("/grub/grub.cfg-01-52-54-00-0c-00-02")),
+        ("/grub/grub.cfg-01-{mac}", "get", lambda: client.get("/grub/grub.cfg-01-zz")),
+        ("/boot/{distro}/{name}", "get", lambda: client.get("/boot/centos-stream-9-x86_64/vmlinuz")),
+        ("/boot/{distro}/{name}", "get", lambda: client.get("/boot/centos-stream-9-x86_64/initrd.img",
+                                                             headers={"Range": "bytes=0-99"})),
+        ("/boot/{distro}/{name}", "get", lambda: client.get("/boot/centos-stream-9-x86_64/other")),
+        ("/bootfiles/{name}", "get", lambda: client.get("/bootfiles/ipxe.efi")),
+        ("/bootfiles/{name}", "get", lambda: client.get("/bootfiles/../secrets.yaml")),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/events", json={"type": "installing"},
+                                             headers=install("52:54:00:0c:00:02"))),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/events", json={"type": "bogus"},
+                                             headers=install("52:54:00:0c:00:02"))),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/events", json={"type": "installed"})),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:99/events", json={"type": "installed"})),
+        (events, "post", lambda: client.post("/api/v1/nodes/zz/events", json={"type": "installed"})),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/events", json={"type": "installed"},
+                                             headers=install("52:54:00:0c:00:02"))),
+        ("/ks/{mac}", "get", lambda: client.get("/ks/52:54:00:0c:00:02")),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/events", json={"type": "failed"},
+                                             headers=install("52:54:00:0c:00:02"))),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/rebuild", headers=admin)),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/rebuild")),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:99/rebuild", headers=admin)),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/zz/rebuild", headers=admin)),
     ]
     seen = set()
     for path, method, call in calls:
         resp = call()
         _check(doc, path, method, resp)
         seen.add((path, method, resp.status_code))
+        resp.close()
     # every documented (path, method, status) was produced by a real request
     documented = {(p, m, int(s)) for p, ops in doc["paths"].items() for m, op in ops.items()
                   if m != "parameters" for s in op["responses"]}

@@ -1,0 +1,127 @@
+"""Per-MAC boot configs, generated from the registry at the moment a machine asks.
+
+One function, `answer`, turns (channel, requested name) into bytes or a file for the TFTP server
+and the HTTP endpoints alike; every boot decision it makes is logged in one line: MAC, what was
+asked, what was answered, why. Nothing is written to disk, so there is nothing to sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from provisioner import distros
+from provisioner.bootfiles import bootfiles_dir
+from provisioner.lifecycle import Decision, decide
+from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.tftp import ERR_NOT_FOUND, Resolved, safe_static_path
+
+log = logging.getLogger(__name__)
+
+_PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-(?P<mac>[0-9A-Fa-f-]{17})")
+_GRUB_MAC = re.compile(r"(?:.*/)?grub\.cfg-01-(?P<mac>[0-9A-Fa-f:-]{17})")
+_GRUB_GENERIC = re.compile(r"(?:.*/)?grub\.cfg")
+_DISTRO_FILE = re.compile(r"boot/(?P<distro>[a-z0-9_][a-z0-9_.-]*)/(?P<file>vmlinuz|initrd\.img)")
+
+
+@dataclass
+class BootAnswer:
+    text: str
+    decision: Decision
+
+
+class Boot:
+    """Boot configs for one service: the registry, the renderer and the state directory."""
+
+    def __init__(self, ctx, state_dir: Path):
+        self.ctx = ctx
+        self.state_dir = Path(state_dir)
+
+    # -- the decision and its rendering -----------------------------------------------------
+
+    def decision(self, mac: str) -> Decision:
+        return decide(self.ctx.registry.find(mac))
+
+    def kernel_args(self, node) -> str:
+        site, spec = self.ctx.site, node.spec
+        gateway = "" if site.gateway in (None, spec.ip) else site.gateway
+        args = [
+            f"inst.ks={site.service_url}/ks/{spec.mac}",
+            f"inst.repo={site.install_tree}",
+            # bind the report's interface name to the NIC's MAC, then configure it statically
+            f"ifname={spec.interface}:{spec.mac}",
+            f"ip={spec.ip}::{gateway}:{site.network.netmask}:{spec.hostname}.{site.domain}:{spec.interface}:none",
+            *(f"nameserver={ns}" for ns in site.nameservers),
+            *site.kernel_args,
+        ]
+        return " ".join(args)
+
+    def render(self, kind: str, mac: str, asked: str, channel: str) -> BootAnswer:
+        """kind: pxelinux | grub | ipxe."""
+        d = self.decision(mac)
+        ctx = {"decision": d, "mac": mac, "node": d.node.spec if d.node else None,
+               "service_url": self.ctx.site.service_url}
+        if d.install:
+            distro = self.ctx.site.distro
+            ctx.update(self._kernel_locations(kind, distro))
+            ctx["args"] = self.kernel_args(d.node)
+        text = self.ctx.renderer.env.get_template(f"{kind}.j2").render(ctx)
+        who = f" ({d.node.hostname})" if d.node else ""
+        log.info("boot %s %s%s: asked %s, answered %s: %s", channel, mac, who, asked[:200], d.action, d.reason)
+        return BootAnswer(text, d)
+
+    def _kernel_locations(self, kind: str, distro: str) -> dict:
+        base = self.ctx.site.service_url
+        http = {"kernel": f"{base}/boot/{distro}/vmlinuz", "initrd": f"{base}/boot/{distro}/initrd.img"}
+        if kind in ("pxelinux", "ipxe"):
+            return http     # lpxelinux and iPXE fetch over HTTP themselves
+        # GRUB 2.06 names an HTTP server as (http,host) and cannot take a port: TFTP otherwise
+        url = urlparse(base)
+        if url.scheme == "http" and url.port in (None, 80):
+            root = f"(http,{url.hostname})"
+            return {"kernel": f"{root}/boot/{distro}/vmlinuz", "initrd": f"{root}/boot/{distro}/initrd.img"}
+        return {"kernel": f"/boot/{distro}/vmlinuz", "initrd": f"/boot/{distro}/initrd.img"}
+
+    # -- TFTP -------------------------------------------------------------------------------
+
+    def tftp_resolve(self, name: str, peer: tuple[str, int]) -> Resolved:
+        rel = name.replace("\\", "/").lstrip("/")
+        m = _PXELINUX_MAC.fullmatch(rel)
+        if m:
+            mac = self._mac(m.group("mac"))
+            if mac is None:
+                return Resolved(why="not a MAC in the name")
+            return Resolved(data=self.render("pxelinux", mac, rel, f"tftp {peer[0]}").text.encode())
+        if rel == "pxelinux.cfg/default":
+            # reached only by a client whose per-MAC name we did not answer: boot from disk
+            return Resolved(data=self.ctx.renderer.env.get_template("pxelinux.j2").render(
+                decision=Decision("local", "no per-MAC config asked", None), mac=None, node=None,
+                service_url=self.ctx.site.service_url).encode())
+        if rel.startswith("pxelinux.cfg/"):
+            return Resolved(why="no such config (per-MAC names only)")
+        m = _GRUB_MAC.fullmatch(rel)
+        if m:
+            mac = self._mac(m.group("mac"))
+            if mac is None:
+                return Resolved(why="not a MAC in the name")
+            return Resolved(data=self.render("grub", mac, rel, f"tftp {peer[0]}").text.encode())
+        if _GRUB_GENERIC.fullmatch(rel):
+            return Resolved(data=self.ctx.renderer.env.get_template("grub-generic.j2").render().encode())
+        m = _DISTRO_FILE.fullmatch(rel)
+        if m:
+            path = distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))
+            return Resolved(path=path) if path else Resolved(why="distro not imported")
+        path = safe_static_path(bootfiles_dir(self.state_dir), rel)
+        if path is None:
+            return Resolved(error=ERR_NOT_FOUND, why="not a boot file here")
+        return Resolved(path=path)
+
+    @staticmethod
+    def _mac(text: str) -> str | None:
+        try:
+            return canonical_mac(text)
+        except InvalidMAC:
+            return None
