@@ -91,15 +91,24 @@ def main(verbose: bool):
 @main.command()
 @common_options
 @click.option("--http", "http", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve HTTP on.")
+@click.option("--tftp", "tftp", default=None,
+              help="HOST:PORT to serve TFTP on. Default: the --http host, port 69 as root, else 6969.")
+@click.option("--no-tftp", is_flag=True, help="Serve HTTP only.")
 @click.option("--threads", default=16, show_default=True, help="HTTP worker threads.")
 @fail_cleanly
-def serve(http: str, threads: int):
-    """Run the service (API, kickstarts, hosts file)."""
+def serve(http: str, tftp: str | None, no_tftp: bool, threads: int):
+    """Run the service: API, kickstarts and boot configs over HTTP, boot loaders over TFTP."""
     from provisioner.server import serve_forever
     host, port = _hostport(http)
+    if no_tftp:
+        tftp_at = None
+    elif tftp:
+        tftp_at = _hostport(tftp, "--tftp")
+    else:
+        tftp_at = (host, 69 if os.geteuid() == 0 else 6969)
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, threads=threads)
+    serve_forever(state_dir, site, host, port, threads=threads, tftp=tftp_at)
 
 
 @main.command()
@@ -244,6 +253,87 @@ def validate():
     click.echo(f"all {len(found)} kickstarts parse under RHEL9 with no error and no warning")
 
 
+@main.group()
+def bootfiles():
+    """Boot loaders for PXE clients."""
+
+
+@bootfiles.command("import")
+@common_options
+@fail_cleanly
+def bootfiles_import():
+    """Copy pxelinux, GRUB (EFI) and iPXE from Debian's packages into the state directory."""
+    from provisioner.bootfiles import bootfiles_dir, import_bootfiles
+    state_dir, _ = _settings()
+    done, missing = import_bootfiles(state_dir)
+    for line in done:
+        click.echo(f"imported {line}")
+    for line in missing:
+        click.echo(f"skipped  {line}")
+    click.echo(f"{len(done)} boot files in {bootfiles_dir(state_dir)}")
+
+
+@main.group()
+def distro():
+    """OS trees (kernel and initrd) for network installs."""
+
+
+@distro.command("import")
+@common_options
+@click.option("--from", "source", required=True, metavar="URL-or-DIR",
+              help="A CentOS Stream tree: a mirror URL (.../BaseOS/x86_64/os/) or a directory.")
+@fail_cleanly
+def distro_import(source):
+    """Fetch a tree's PXE kernel and initrd, verify them against .treeinfo, and serve them."""
+    from provisioner.distros import DistroError, import_tree
+    state_dir, _ = _settings()
+    last = {}
+
+    def progress(name, done, total):
+        pct = int(done * 100 / total) if total else None
+        if last.get(name) == pct and done != total:
+            return
+        last[name] = pct
+        shown = f"{pct:3d}%" if pct is not None else f"{done >> 20} MiB"
+        click.echo(f"\r{name}: {shown} ({done} bytes)", nl=done == total, err=True)
+
+    try:
+        tree = import_tree(state_dir, source, progress)
+    except DistroError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"imported {tree.name}: {tree.kernel} and {tree.initrd}, checksums verified")
+    site = _context().site
+    if tree.name != site.distro:
+        click.echo(f"note: the site boots {site.distro}; this tree is {tree.name}", err=True)
+
+
+@distro.command("list")
+@common_options
+def distro_list():
+    """List imported trees."""
+    from provisioner.distros import list_distros
+    state_dir, _ = _settings()
+    for name in list_distros(state_dir):
+        click.echo(name)
+
+
+@main.command("dnsmasq-config")
+@common_options
+@click.option("--interface", default=None, help="Serve DHCP on this interface only.")
+@click.option("--server-ip", default=None, help="This service's address on the install network "
+              "(next-server). Default: the host of the site's service URL.")
+@click.option("--proxy", is_flag=True, help="Proxy DHCP: another server hands out the addresses.")
+@click.option("--ipxe/--no-ipxe", default=True, show_default=True,
+              help="Send iPXE clients to /boot.ipxe over HTTP (else they get pxelinux too).")
+@fail_cleanly
+def dnsmasq_config(interface, server_ip, proxy, ipxe):
+    """Print a dnsmasq configuration for the install network."""
+    from provisioner.dhcp import dnsmasq_config as render
+    ctx = _context()
+    click.echo(render(ctx.site, ctx.registry.list(), server_ip=server_ip, interface=interface,
+                      proxy=proxy, ipxe=ipxe), nl=False)
+
+
 def _problems(ctx, node) -> list[str]:
     from provisioner import storage
     problems = []
@@ -266,10 +356,10 @@ def _nic(text: str) -> dict:
     return nic
 
 
-def _hostport(text: str) -> tuple[str, int]:
+def _hostport(text: str, hint: str = "--http") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"{text!r}: expected HOST:PORT", param_hint="--http")
+        raise click.BadParameter(f"{text!r}: expected HOST:PORT", param_hint=hint)
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
