@@ -158,8 +158,8 @@ def _free_port():
 
 def test_serve_runs_on_the_embedded_defaults(run):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}"],
-                            env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
+                             "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -172,6 +172,45 @@ def test_serve_runs_on_the_embedded_defaults(run):
         assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
         ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
         assert ks.status_code == 200 and "Table 1" in ks.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_bootfiles_and_distro_import(run, tmp_path):
+    if not os.path.exists("/usr/lib/PXELINUX/lpxelinux.0"):
+        pytest.skip("needs pxelinux")
+    out = run("bootfiles", "import").stdout
+    assert "imported lpxelinux.0 <- /usr/lib/PXELINUX/lpxelinux.0" in out
+    from tests.conftest import make_tree
+    tree = make_tree(tmp_path / "tree")
+    proc = run("distro", "import", "--from", str(tree))
+    assert "imported centos-stream-9-x86_64: images/pxeboot/vmlinuz and images/pxeboot/initrd.img, checksums verified" in proc.stdout
+    assert "images/pxeboot/initrd.img: 100% (300000 bytes)" in proc.stderr
+    assert run("distro", "list").stdout.split() == ["centos-stream-9-x86_64"]
+    bad = make_tree(tmp_path / "bad", corrupt="images/pxeboot/initrd.img")
+    proc = run("distro", "import", "--from", str(bad), ok=False)
+    assert "not imported" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_dnsmasq_config_command(run):
+    out = run("dnsmasq-config", "--interface", "br0").stdout
+    assert "interface=br0" in out and "dhcp-host=52:54:00:0c:00:05,192.168.0.5,controller,infinite" in out
+
+
+def test_serve_answers_tftp_too(run):
+    from tests.tftpclient import fetch
+    port, tport = _free_port(), _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
+                             "--tftp", f"127.0.0.1:{tport}"], env=run.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert f"tftp://127.0.0.1:{tport}/" in first
+        res = fetch(("127.0.0.1", tport), "pxelinux.cfg/01-52-54-00-0c-00-01", {"tsize": 0, "blksize": 1408})
+        assert "Install compute1" in res.data.decode()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
