@@ -9,19 +9,16 @@ Reports wall seconds and the child's peak RSS.
 """
 
 import argparse
-import ipaddress
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provisioner.config import load_site, parse_node
-from provisioner.registry import Registry
+from bench.common import bench_site, register_nodes  # noqa: E402
 
 
 def main() -> None:
@@ -29,27 +26,11 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=10_000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-regenerate-"))
-    data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
-    data["network"] = {"cidr": "172.16.0.0/16", "gateway": "172.16.0.1", "nameservers": []}
-    for n in data["nodes"]:
-        n["ip"] = n["ip"].replace("192.168.0.", "172.16.0.")
-    site_path = work / "site.yaml"
-    site_path.write_text(yaml.safe_dump(data))
-    site = load_site(site_path)
-
+    site_path = bench_site(work)
     state = work / "state"
-    registry = Registry.in_state_dir(state)
-    registry.sync_site(site)
-    net = ipaddress.IPv4Network("172.16.0.0/16")
     start = time.monotonic()
-    for i in range(len(site.nodes), args.nodes):
-        ip = net.network_address + 256 + i
-        roles = ["controller"] if i % 50 == 0 else ["compute"]
-        registry.add(parse_node({"mac": f"52:54:01:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
-                                 "hostname": f"node{i}", "ip": str(ip), "roles": roles,
-                                 "interface": "eth1"}, site))
-    print(f"registered {registry.count()} nodes in {time.monotonic() - start:.1f}s", file=sys.stderr)
-    registry.close()
+    count = len(register_nodes(state, site_path, args.nodes - 5))
+    print(f"registered {count} nodes in {time.monotonic() - start:.1f}s", file=sys.stderr)
 
     out = work / "ks"
     cmd = [sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site_path),

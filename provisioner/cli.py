@@ -93,10 +93,13 @@ def main(verbose: bool):
 @click.option("--http", "http", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve HTTP on.")
 @click.option("--tftp", "tftp", default=None,
               help="HOST:PORT to serve TFTP on. Default: the --http host, port 69 as root, else 6969.")
-@click.option("--no-tftp", is_flag=True, help="Serve HTTP only.")
-@click.option("--threads", default=16, show_default=True, help="HTTP worker threads.")
+@click.option("--no-tftp", is_flag=True, help="Do not serve TFTP.")
+@click.option("--files", "files", default=None,
+              help="HOST:PORT of the kernel/initrd file server. Default: the --http host, port + 1.")
+@click.option("--no-files", is_flag=True, help="Do not start the file server.")
+@click.option("--threads", default=64, show_default=True, help="Threads per HTTP worker process.")
 @fail_cleanly
-def serve(http: str, tftp: str | None, no_tftp: bool, threads: int):
+def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_files: bool, threads: int):
     """Run the service: API, kickstarts and boot configs over HTTP, boot loaders over TFTP."""
     from provisioner.server import serve_forever
     host, port = _hostport(http)
@@ -106,9 +109,10 @@ def serve(http: str, tftp: str | None, no_tftp: bool, threads: int):
         tftp_at = _hostport(tftp, "--tftp")
     else:
         tftp_at = (host, 69 if os.geteuid() == 0 else 6969)
+    files_at = None if no_files else _hostport(files, "--files") if files else (host, port + 1)
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, threads=threads, tftp=tftp_at)
+    serve_forever(state_dir, site, host, port, threads=threads, tftp=tftp_at, files=files_at)
 
 
 @main.command()

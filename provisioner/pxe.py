@@ -74,7 +74,7 @@ class Boot:
         return BootAnswer(text, d)
 
     def _kernel_locations(self, kind: str, distro: str) -> dict:
-        base = self.ctx.site.service_url
+        base = self.ctx.site.files_url
         http = {"kernel": f"{base}/boot/{distro}/vmlinuz", "initrd": f"{base}/boot/{distro}/initrd.img"}
         if kind in ("pxelinux", "ipxe"):
             return http     # lpxelinux and iPXE fetch over HTTP themselves
@@ -118,6 +118,15 @@ class Boot:
         if path is None:
             return Resolved(error=ERR_NOT_FOUND, why="not a boot file here")
         return Resolved(path=path)
+
+    def file_resolve(self, url_path: str) -> Path | None:
+        """What the file server may send: imported kernels and initrds, and the boot loaders."""
+        m = re.fullmatch(r"/boot/([a-z0-9_][a-z0-9_.-]*)/(vmlinuz|initrd\.img)", url_path)
+        if m:
+            return distros.boot_file(self.state_dir, m.group(1), m.group(2))
+        if url_path.startswith("/bootfiles/") and "%" not in url_path:
+            return safe_static_path(bootfiles_dir(self.state_dir), url_path[len("/bootfiles/"):])
+        return None
 
     @staticmethod
     def _mac(text: str) -> str | None:

@@ -99,6 +99,11 @@ class TftpServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.sock.setblocking(False)
+        # a boot storm sends hundreds of requests at once: give them room to wait in the kernel
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)          # SO_RCVBUFFORCE (root)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.host, self.port = self.sock.getsockname()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
@@ -127,7 +132,9 @@ class TftpServer:
                 for key, _ in self._sel.select(timeout=0.25):
                     try:
                         if key.data is None:
-                            self._on_request()
+                            for _ in range(64):      # drain a burst of requests in one go
+                                if not self._on_request():
+                                    break
                         else:
                             self._on_transfer_packet(key.data)
                     except Exception:  # one bad packet must never stop the server
@@ -141,14 +148,19 @@ class TftpServer:
 
     # -- new requests -----------------------------------------------------------------------
 
-    def _on_request(self) -> None:
+    def _on_request(self) -> bool:
+        """Handle one packet on the main port; False when there was none waiting."""
         try:
             buf, peer = self.sock.recvfrom(MAX_PACKET)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as e:   # e.g. ICMP port unreachable from a vanished client
             log.debug("tftp: recv on the main socket failed: %s", e)
-            return
+            return True
+        self._handle_request(buf, peer)
+        return True
+
+    def _handle_request(self, buf: bytes, peer) -> None:
         opcode = struct.unpack("!H", buf[:2])[0] if len(buf) >= 2 else None
         if opcode not in (RRQ, WRQ):
             log.info("tftp %s:%d: ignored a packet that is not a request (%d bytes)", *peer, len(buf))

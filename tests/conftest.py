@@ -1,4 +1,3 @@
-import threading
 from pathlib import Path
 
 import pytest
@@ -44,16 +43,44 @@ def registry(app):
     return app.extensions["provisioner"].registry
 
 
+class LiveServer(str):
+    """The base URL of a real `provisioner serve` (gunicorn) on loopback; `.log` is its output."""
+    log: Path
+
+
 @pytest.fixture
-def live_server(state_dir, site):
-    """The real server (waitress) on a loopback port the kernel picks."""
-    from provisioner.server import make_server
-    server = make_server(state_dir, site, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
+def live_server(state_dir, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    port, files = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state_dir), "serve",
+                                 "--http", f"127.0.0.1:{port}", "--files", f"127.0.0.1:{files}", "--no-tftp"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = LiveServer(f"http://127.0.0.1:{port}")
+    url.log = log
+    url.files = f"http://127.0.0.1:{files}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{url}/api/v1/nodes", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 def new_node(**over):

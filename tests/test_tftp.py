@@ -88,7 +88,7 @@ def test_per_mac_pxelinux_config_says_install_for_an_armed_node(tftp, imported, 
     res = fetch(addr(tftp), "pxelinux.cfg/01-52-54-00-0c-00-02", {"tsize": 0, "blksize": 1408})
     text = res.data.decode()
     assert "DEFAULT install" in text
-    assert "KERNEL http://192.168.0.254:8080/boot/centos-stream-9-x86_64/vmlinuz" in text
+    assert "KERNEL http://192.168.0.254:8081/boot/centos-stream-9-x86_64/vmlinuz" in text
     assert "inst.ks=http://192.168.0.254:8080/ks/52:54:00:0c:00:02" in text
     assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:eth1:none" in text
     assert "ifname=eth1:52:54:00:0c:00:02" in text
