@@ -9,7 +9,8 @@ from provisioner.auth import admin_required, bearer, token_matches
 from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
-from provisioner.registry import STATES, Forbidden, RegistryError
+from provisioner.plan import STEP_STATUSES, barrier_status, config_env, load_plan, node_plan
+from provisioner.registry import STATES, Forbidden, NotFound, RegistryError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -94,13 +95,67 @@ def post_event(mac: str):
     if extra:
         raise nodes.InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
     type_ = body.get("type")
+    if type_ == "step":
+        return jsonify(_step_report(ctx, node, token, body.get("detail")).public())
     if type_ not in CALLBACKS:
-        raise nodes.InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}", "type")
+        raise nodes.InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}, step", "type")
     detail = body.get("detail")
     if isinstance(detail, str) and len(detail) > DETAIL_MAX:
         detail = "[...]" + detail[-DETAIL_MAX:]
     node = ctx.registry.callback(node.mac, token, type_, detail)
     return jsonify(node.public())
+
+
+def _step_report(ctx, node, token, detail):
+    plan = load_plan()
+    if not isinstance(detail, dict) or set(detail) - {"step", "status", "output"}:
+        raise nodes.InvalidNode("detail: a step report is {\"step\", \"status\", \"output\"}", "detail")
+    mine = [s.id for s in plan.for_roles(node.spec.roles)]
+    if detail.get("step") not in mine:
+        raise nodes.InvalidNode(f"detail.step: {detail.get('step')!r} is not in {node.hostname}'s plan", "detail")
+    if detail.get("status") not in STEP_STATUSES:
+        raise nodes.InvalidNode(f"detail.status: must be one of {', '.join(STEP_STATUSES)}", "detail")
+    output = detail.get("output", "")
+    if not isinstance(output, str):
+        raise nodes.InvalidNode("detail.output: must be text", "detail")
+    clean = {"step": detail["step"], "status": detail["status"], "output": output[-DETAIL_MAX:]}
+    return ctx.registry.step_report(node.mac, token, clean, mine)
+
+
+def _node_token(ctx, mac: str):
+    node = ctx.registry.get(_mac(mac))
+    if not token_matches(bearer(), node.install_token):
+        raise Forbidden(f"wrong or missing install token for {node.hostname}")
+    return node
+
+
+@bp.get("/nodes/<mac>/plan")
+def node_plan_view(mac: str):
+    ctx = _ctx()
+    node = ctx.registry.get(_mac(mac))
+    rows = node_plan(load_plan(), ctx.registry, node)
+    if request.args.get("format") == "text":
+        # '|' rather than tabs: the shell's read would merge a tab-separated empty field
+        text = "".join(f"{r['id']}|{r['wait'] or ''}|{r['state']}\n" for r in rows)
+        return current_app.response_class(text, mimetype="text/plain")
+    return jsonify(node=node.hostname, state=node.state, steps=rows)
+
+
+@bp.get("/nodes/<mac>/config")
+def node_config(mac: str):
+    """The node's configuration for its steps, secrets included: its install token only."""
+    ctx = _ctx()
+    node = _node_token(ctx, mac)
+    text = config_env(ctx.site, ctx.credentials, node, ctx.registry.list())
+    return current_app.response_class(text, mimetype="text/plain")
+
+
+@bp.get("/barriers/<name>")
+def barrier(name: str):
+    plan = load_plan()
+    if name not in plan.barriers:
+        raise NotFound(f"no barrier named {name!r} (known: {', '.join(plan.barriers)})")
+    return jsonify(barrier_status(plan, _ctx().registry, name))
 
 
 @bp.post("/nodes/<mac>/rebuild")

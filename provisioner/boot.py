@@ -64,6 +64,13 @@ def hosts():
     return _text(ctx.renderer.hosts_file(ctx.registry.list()))
 
 
+@bp.get("/hooks.tar.gz")
+def hooks_tarball():
+    """The role steps and their runner, installed by every kickstart's %post."""
+    from provisioner.plan import hooks_tarball as build
+    return Response(build(), mimetype="application/gzip")
+
+
 @bp.get("/boot.ipxe")
 def boot_ipxe():
     ctx = _ctx()

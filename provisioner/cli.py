@@ -257,6 +257,22 @@ def validate():
     click.echo(f"all {len(found)} kickstarts parse under RHEL9 with no error and no warning")
 
 
+@main.command("plan")
+@common_options
+@click.argument("mac")
+@fail_cleanly
+def plan_cmd(mac):
+    """Print a node's first-boot plan with each step's state."""
+    from provisioner.plan import load_plan, node_plan
+    ctx = _context()
+    node = ctx.registry.get(canonical_mac(mac))
+    rows = node_plan(load_plan(), ctx.registry, node)
+    click.echo(f"{node.hostname} ({node.mac}), {node.state}: {len(rows)} steps")
+    for r in rows:
+        wait = f"  [waits for {r['wait']}]" if r["wait"] else ""
+        click.echo(f"  {r['state']:<8} {r['id']:<52} {r['report']}{wait}")
+
+
 @main.group()
 def bootfiles():
     """Boot loaders for PXE clients."""

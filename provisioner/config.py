@@ -90,6 +90,9 @@ class Site:
     warnings: tuple[str, ...] = field(default=())
     kernel_args: tuple[str, ...] = ()
     files_url: str = ""
+    provider_network: dict = field(default_factory=dict)
+    selfservice_cidr: str = ""
+    test_image: str = ""
 
     @property
     def distro(self) -> str:
@@ -179,7 +182,22 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     ntp_servers = tuple(_hostish(x, f"ntp_servers[{i}]") for i, x in enumerate(ntp))
 
     ostack = _map(data.get("openstack"), "openstack")
-    _only_keys(ostack, {"release"}, "openstack")
+    _only_keys(ostack, {"release", "provider_network", "selfservice_cidr", "test_image"}, "openstack")
+    prov = _map(ostack.get("provider_network", {"cidr": "203.0.113.0/24", "gateway": "203.0.113.1",
+                                                "pool_start": "203.0.113.101", "pool_end": "203.0.113.250"}),
+                "openstack.provider_network")
+    _only_keys(prov, {"cidr", "gateway", "pool_start", "pool_end"}, "openstack.provider_network")
+    try:
+        prov_net = ipaddress.IPv4Network(_str(prov.get("cidr"), "openstack.provider_network.cidr"), strict=True)
+        self_net = ipaddress.IPv4Network(_str(ostack.get("selfservice_cidr", "172.16.1.0/24"),
+                                              "openstack.selfservice_cidr"), strict=True)
+    except ValueError as e:
+        raise ConfigError(f"openstack: {e}") from None
+    provider = {k: _ip_in(prov.get(k), prov_net, f"openstack.provider_network.{k}")
+                for k in ("gateway", "pool_start", "pool_end")}
+    provider["cidr"] = str(prov_net)
+    test_image = _url(ostack.get("test_image", "http://download.cirros-cloud.net/0.6.2/"
+                                 "cirros-0.6.2-x86_64-disk.img"), "openstack.test_image")
     release = _str(ostack.get("release"), "openstack.release")
     if not re.fullmatch(r"[a-z0-9.]+", release):
         raise ConfigError(f"openstack.release: {release!r} is not a release name like epoxy")
@@ -259,7 +277,8 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         os_arch=fill["arch"], install_tree=install_tree, repos=tuple(repos),
         openstack_release=release, roles=roles, packages=_packages(data.get("packages", []), "packages"),
         layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
-        kernel_args=tuple(kernel_args),
+        kernel_args=tuple(kernel_args), provider_network=provider, selfservice_cidr=str(self_net),
+        test_image=test_image,
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):

@@ -27,7 +27,9 @@ SECRETS_FILE = "secrets.yaml"
 PASSWORD_KEYS = ("root_password", "mariadb_root_password", "rabbitmq_password",
                  "keystone_admin_password", "glance_password", "placement_password",
                  "nova_password", "neutron_password", "cinder_password", "metadata_secret",
-                 "gluster_volume_auth")
+                 "keystone_db_password", "glance_db_password", "placement_db_password",
+                 "nova_db_password", "neutron_db_password", "cinder_db_password",
+                 "libvirt_migration_password")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from provisioner.config import Nic, NodeSpec, Site
 log = logging.getLogger(__name__)
 
 DB_FILE = "registry.sqlite3"
-STATES = ("registered", "installing", "installed", "failed")
+STATES = ("registered", "installing", "installed", "failed", "configuring", "deployed")
 SOURCES = ("site", "api")
 
 _SCHEMA = """
@@ -330,6 +330,41 @@ class Registry:
             self._event_in(db, node.mac, type_, detail)
         log.info("%s (%s) reported %s: now %s%s", node.hostname, node.mac, type_, target,
                  ", netboot disarmed" if disarm else "")
+        return self.get(mac)
+
+    def events_since_install(self, mac: str) -> list[Event]:
+        """The node's events after its last `installed` report (first-boot step reports)."""
+        node = self.get(mac)
+        rows = self._conn().execute(
+            "SELECT * FROM events WHERE mac = ? AND id > coalesce((SELECT max(id) FROM events"
+            " WHERE mac = ? AND type = 'installed'), 0) ORDER BY id", (node.mac, node.mac)).fetchall()
+        return [self._event(r) for r in rows]
+
+    def step_report(self, mac: str, token: str | None, detail: dict, plan_ids: list[str]) -> Node:
+        """A first-boot step's report: installed -> configuring; deployed once every step is ok."""
+        with self._tx() as db:
+            node = self._get_in(db, mac)
+            if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
+                raise Forbidden(f"wrong or missing install token for {node.hostname}")
+            if node.state not in ("installed", "configuring", "deployed"):
+                raise Conflict(f"{node.hostname} is {node.state}; step reports come after the install",
+                               "type")
+            self._event_in(db, node.mac, "step", detail)
+            state = "configuring"
+            if detail["status"] == "ok":
+                done = {}
+                last_install = db.execute("SELECT coalesce(max(id), 0) FROM events WHERE mac = ? AND"
+                                          " type = 'installed'", (node.mac,)).fetchone()[0]
+                for row in db.execute("SELECT detail FROM events WHERE mac = ? AND type = 'step' AND id > ?"
+                                      " ORDER BY id", (node.mac, last_install)):
+                    d = json.loads(row[0])
+                    done[d.get("step")] = d.get("status")
+                if all(done.get(i) == "ok" for i in plan_ids):
+                    state = "deployed"
+            if state != node.state:
+                db.execute("UPDATE nodes SET state=?, updated_at=? WHERE id=?", (state, now(), node.id))
+        if state == "deployed" and node.state != "deployed":
+            log.info("%s (%s): every first-boot step ok, deployed", node.hostname, node.mac)
         return self.get(mac)
 
     def rebuild(self, mac: str) -> Node:

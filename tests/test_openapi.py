@@ -124,6 +124,18 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
         (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:02/rebuild")),
         (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:99/rebuild", headers=admin)),
         (rebuild, "post", lambda: client.post("/api/v1/nodes/zz/rebuild", headers=admin)),
+        ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/plan")),
+        ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/plan?format=text")),
+        ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:99/plan")),
+        ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/zz/plan")),
+        ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/config",
+                                                                 headers=install("52:54:00:0c:00:03"))),
+        ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/config")),
+        ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:99/config")),
+        ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/zz/config")),
+        ("/api/v1/barriers/{name}", "get", lambda: client.get("/api/v1/barriers/gluster-bricks")),
+        ("/api/v1/barriers/{name}", "get", lambda: client.get("/api/v1/barriers/nope")),
+        ("/hooks.tar.gz", "get", lambda: client.get("/hooks.tar.gz")),
     ]
     seen = set()
     for path, method, call in calls:

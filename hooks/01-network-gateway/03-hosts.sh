@@ -1,0 +1,9 @@
+#!/bin/bash
+# Report (3) 03-copy-hosts.sh copied config/hosts to every host with scp from the gateway.
+# Here every node fetches the cluster's hosts file from the service (the kickstart installed
+# one; this brings in nodes registered since), and writes it only if it changed.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+hosts=$(curl -fsS --retry 3 "$PROVISIONER_URL/hosts")
+printf '%s\n' "$hosts" | write_file /etc/hosts 0644

@@ -1,0 +1,12 @@
+#!/bin/bash
+# Report (10) 01-glusterfs-mount.sh appended to /etc/fstab (twice if run twice).
+# Here the fstab line is set, not appended, and the volume mounted only if it is not.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+mkdir -p "$ROOT$INSTANCES_DIR"
+line_in_file /etc/fstab "^[^#]*[[:space:]]${INSTANCES_DIR}[[:space:]]" \
+    "localhost:/$GLUSTER_VOLUME $INSTANCES_DIR glusterfs defaults,_netdev 0 0"
+if ! mountpoint -q "$ROOT$INSTANCES_DIR"; then
+    mount "$INSTANCES_DIR"
+fi

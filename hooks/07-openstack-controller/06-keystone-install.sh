@@ -1,0 +1,6 @@
+#!/bin/bash
+# Report (23) 04-keystone-install.sh: Keystone, now served by Apache (mod_wsgi).
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+pkg_install openstack-keystone httpd python3-mod_wsgi python3-openstackclient

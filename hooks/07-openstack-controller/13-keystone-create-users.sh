@@ -1,0 +1,30 @@
+#!/bin/bash
+# Report (30) 11-keystone-create-users.sh created tenants, users, roles, services and endpoints
+# with keystone-init. Here the service project and one user, service and three endpoints per
+# OpenStack service, each created only if absent.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+admin_env
+if ! openstack_exists project service; then
+    openstack project create --domain default --description "Service Project" service
+fi
+for entry in "glance image 9292" "placement placement 8778" "nova compute 8774/v2.1" \
+             "neutron network 9696" "cinder volumev3 8776/v3"; do
+    read -r user type port <<<"$entry"
+    password_var="$(printf '%s' "$user" | tr '[:lower:]' '[:upper:]')_PASSWORD"
+    if ! openstack_exists user "$user" --domain default; then
+        openstack user create --domain default --password "${!password_var}" "$user"
+    fi
+    if [ -z "$(openstack role assignment list --user "$user" --project service --role admin -f value -c Role)" ]; then
+        openstack role add --project service --user "$user" admin
+    fi
+    if ! openstack_exists service "$type"; then
+        openstack service create --name "$user" "$type"
+    fi
+    for interface in public internal admin; do
+        if [ -z "$(openstack endpoint list --service "$type" --interface "$interface" -f value -c ID)" ]; then
+            openstack endpoint create --region RegionOne "$type" "$interface" "http://$CONTROLLER_HOST:$port"
+        fi
+    done
+done

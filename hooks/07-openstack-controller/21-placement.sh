@@ -1,0 +1,16 @@
+#!/bin/bash
+# Not in the report: Placement, split out of Nova, tracks what each compute host can hold.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+pkg_install openstack-placement-api
+mysql_database placement placement "$PLACEMENT_DB_PASSWORD"
+conf=/etc/placement/placement.conf
+ini_set "$conf" placement_database connection "mysql+pymysql://placement:$PLACEMENT_DB_PASSWORD@$CONTROLLER_HOST/placement"
+ini_set "$conf" api auth_strategy keystone
+keystone_authtoken "$conf" placement "$PLACEMENT_PASSWORD"
+if [ "$(mysql -N -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'placement'")" = 0 ]; then
+    su -s /bin/sh -c "placement-manage db sync" placement
+fi
+restart_if_changed httpd
+firewall_allow 8778/tcp

@@ -1,0 +1,41 @@
+#!/bin/bash
+# Report (42) 23-nova-config.sh wrote nova.conf for nova-network and Qpid. Here RabbitMQ,
+# Placement, Neutron and the metadata proxy's shared secret.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+conf=/etc/nova/nova.conf
+ini_set "$conf" DEFAULT enabled_apis "osapi_compute,metadata"
+ini_set "$conf" DEFAULT transport_url "rabbit://openstack:$RABBITMQ_PASSWORD@$CONTROLLER_HOST:5672/"
+ini_set "$conf" DEFAULT my_ip "$NODE_IP"
+ini_set "$conf" api_database connection "mysql+pymysql://nova:$NOVA_DB_PASSWORD@$CONTROLLER_HOST/nova_api"
+ini_set "$conf" database connection "mysql+pymysql://nova:$NOVA_DB_PASSWORD@$CONTROLLER_HOST/nova"
+ini_set "$conf" api auth_strategy keystone
+keystone_authtoken "$conf" nova "$NOVA_PASSWORD"
+ini_set "$conf" vnc enabled true
+# shellcheck disable=SC2016  # nova.conf's own variable, written literally
+ini_set "$conf" vnc server_listen '$my_ip'
+# shellcheck disable=SC2016  # nova.conf's own variable, written literally
+ini_set "$conf" vnc server_proxyclient_address '$my_ip'
+ini_set "$conf" glance api_servers "http://$CONTROLLER_HOST:9292"
+ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
+ini_set "$conf" placement region_name RegionOne
+ini_set "$conf" placement project_domain_name Default
+ini_set "$conf" placement project_name service
+ini_set "$conf" placement auth_type password
+ini_set "$conf" placement user_domain_name Default
+ini_set "$conf" placement auth_url "http://$CONTROLLER_HOST:5000/v3"
+ini_set "$conf" placement username placement
+ini_set "$conf" placement password "$PLACEMENT_PASSWORD"
+ini_set "$conf" neutron auth_url "http://$CONTROLLER_HOST:5000"
+ini_set "$conf" neutron auth_type password
+ini_set "$conf" neutron project_domain_name Default
+ini_set "$conf" neutron user_domain_name Default
+ini_set "$conf" neutron region_name RegionOne
+ini_set "$conf" neutron project_name service
+ini_set "$conf" neutron username neutron
+ini_set "$conf" neutron password "$NEUTRON_PASSWORD"
+ini_set "$conf" neutron service_metadata_proxy true
+ini_set "$conf" neutron metadata_proxy_shared_secret "$METADATA_SECRET"
+ini_set "$conf" cinder os_region_name RegionOne
+restart_if_changed openstack-nova-api openstack-nova-scheduler openstack-nova-conductor openstack-nova-novncproxy

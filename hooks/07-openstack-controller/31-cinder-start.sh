@@ -1,0 +1,10 @@
+#!/bin/bash
+# nova-volume's start in report (44), as Cinder's services.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+if [ "$(mysql -N -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'cinder'")" = 0 ]; then
+    su -s /bin/sh -c "cinder-manage db sync" cinder
+fi
+service_on openstack-cinder-api openstack-cinder-scheduler openstack-cinder-volume target
+firewall_allow 8776/tcp 3260/tcp

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Report (48) 04-nova-config.sh copied the controller's nova.conf. Here the compute side only:
+# KVM when the CPU has vmx or svm (else plain QEMU), live migration over libvirt's SASL TCP
+# on the local network.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+conf=/etc/nova/nova.conf
+if grep -qwE 'vmx|svm' "$ROOT/proc/cpuinfo"; then virt_type=kvm; else virt_type=qemu; fi
+ini_set "$conf" DEFAULT enabled_apis "osapi_compute,metadata"
+ini_set "$conf" DEFAULT transport_url "rabbit://openstack:$RABBITMQ_PASSWORD@$CONTROLLER_HOST"
+ini_set "$conf" DEFAULT my_ip "$NODE_IP"
+ini_set "$conf" DEFAULT instances_path "$INSTANCES_DIR"
+ini_set "$conf" api auth_strategy keystone
+keystone_authtoken "$conf" nova "$NOVA_PASSWORD"
+ini_set "$conf" vnc enabled true
+ini_set "$conf" vnc server_listen 0.0.0.0
+# shellcheck disable=SC2016  # nova.conf's own variable, written literally
+ini_set "$conf" vnc server_proxyclient_address '$my_ip'
+ini_set "$conf" vnc novncproxy_base_url "http://$CONTROLLER_HOST:6080/vnc_auto.html"
+ini_set "$conf" glance api_servers "http://$CONTROLLER_HOST:9292"
+ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
+ini_set "$conf" placement region_name RegionOne
+ini_set "$conf" placement project_domain_name Default
+ini_set "$conf" placement project_name service
+ini_set "$conf" placement auth_type password
+ini_set "$conf" placement user_domain_name Default
+ini_set "$conf" placement auth_url "http://$CONTROLLER_HOST:5000/v3"
+ini_set "$conf" placement username placement
+ini_set "$conf" placement password "$PLACEMENT_PASSWORD"
+ini_set "$conf" neutron auth_url "http://$CONTROLLER_HOST:5000"
+ini_set "$conf" neutron auth_type password
+ini_set "$conf" neutron project_domain_name Default
+ini_set "$conf" neutron user_domain_name Default
+ini_set "$conf" neutron region_name RegionOne
+ini_set "$conf" neutron project_name service
+ini_set "$conf" neutron username neutron
+ini_set "$conf" neutron password "$NEUTRON_PASSWORD"
+ini_set "$conf" libvirt virt_type "$virt_type"
+ini_set "$conf" libvirt live_migration_scheme tcp
+ini_set "$conf" libvirt live_migration_inbound_addr "$NODE_IP"
+restart_if_changed openstack-nova-compute

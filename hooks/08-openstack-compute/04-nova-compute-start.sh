@@ -1,0 +1,7 @@
+#!/bin/bash
+# Report (49) 05-nova-compute-start.sh.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+service_on openstack-nova-compute
+firewall_allow 5900-5999/tcp

@@ -1,0 +1,7 @@
+#!/bin/bash
+# Report (56) 07-dashboard-start.sh restarted httpd.
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+
+service_on httpd
+firewall_allow http

@@ -1,0 +1,72 @@
+#!/bin/bash
+# First-boot runner: asks the service for this node's plan, runs each step not yet ok, in order,
+# waiting on the barriers the service computes, and reports every step (started, ok, failed with
+# the tail of its output). A failed step stops the plan; running this again resumes there.
+set -uo pipefail
+
+HOOKS=${HOOKS:-$(cd "$(dirname "$0")" && pwd)}
+ETC=${PROVISIONER_ETC:-/etc/provisioner}
+STATE=${PROVISIONER_STATE:-/var/lib/provisioner}
+BARRIER_POLL=${BARRIER_POLL:-10}
+# shellcheck disable=SC1091
+. "$ETC/node.env"     # PROVISIONER_URL, PROVISIONER_MAC, PROVISIONER_TOKEN (from the kickstart)
+
+api() {
+    curl -fsS -m 60 --retry 5 --retry-delay 2 --retry-connrefused \
+        -H "Authorization: Bearer $PROVISIONER_TOKEN" "$@"
+}
+
+report() {    # report STEP STATUS OUTPUT-FILE
+    python3 -c 'import json, sys
+out = open(sys.argv[3], errors="replace").read()[-8000:] if sys.argv[3] else ""
+print(json.dumps({"type": "step", "detail": {"step": sys.argv[1], "status": sys.argv[2], "output": out}}))' \
+        "$1" "$2" "${3:-}" > "$STATE/report.json"
+    api -X POST -H 'Content-Type: application/json' --data-binary "@$STATE/report.json" \
+        "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/events" >/dev/null
+}
+
+wait_barrier() {
+    local name=$1 said=0
+    until api "$PROVISIONER_URL/api/v1/barriers/$name" \
+            | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["ready"] else 1)'; do
+        if [ "$said" = 0 ]; then
+            echo "waiting for barrier $name"
+            said=1
+        fi
+        sleep "$BARRIER_POLL"
+    done
+}
+
+mkdir -p "$STATE"
+umask 077
+api "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/config" > "$ETC/config.env.new" || {
+    echo "cannot fetch this node's configuration" >&2
+    exit 1
+}
+mv "$ETC/config.env.new" "$ETC/config.env"
+plan=$(api "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/plan?format=text") || {
+    echo "cannot fetch this node's plan" >&2
+    exit 1
+}
+
+while IFS='|' read -r step wait state; do
+    [ -n "$step" ] || continue
+    [ "$state" = ok ] && continue
+    if [ -n "$wait" ]; then
+        wait_barrier "$wait"
+    fi
+    echo "step $step"
+    report "$step" started ""
+    log="$STATE/$(basename "$step").log"
+    if bash "$HOOKS/$step.sh" > "$log" 2>&1; then
+        report "$step" ok "$log"
+    else
+        report "$step" failed "$log"
+        echo "step $step failed; fix it and run $0 again to resume here" >&2
+        tail -n 20 "$log" >&2
+        exit 1
+    fi
+done <<< "$plan"
+
+touch "$STATE/deployed"
+echo "every step ok"
