@@ -86,22 +86,15 @@ def ipxe(mac: str):
     return _text(_ctx().boot.render("ipxe", mac, asked, "http").text)
 
 
-@bp.get("/pxelinux.cfg/01-<mac>")
-def pxelinux(mac: str):
-    asked = f"/pxelinux.cfg/01-{mac}"
+@bp.get("/pxelinux.cfg/01-<mac>", defaults={"kind": "pxelinux", "prefix": "/pxelinux.cfg/01-"})
+@bp.get("/grub/grub.cfg-01-<mac>", defaults={"kind": "grub", "prefix": "/grub/grub.cfg-01-"})
+def loader_config(mac: str, kind: str, prefix: str):
+    """The configs TFTP serves, over HTTP too (for loaders that fetch configs by HTTP)."""
+    asked = f"{prefix}{mac}"
     mac = _mac_or_none(mac, asked)
     if mac is None:
         abort(404)
-    return _text(_ctx().boot.render("pxelinux", mac, asked, "http").text)
-
-
-@bp.get("/grub/grub.cfg-01-<mac>")
-def grub(mac: str):
-    asked = f"/grub/grub.cfg-01-{mac}"
-    mac = _mac_or_none(mac, asked)
-    if mac is None:
-        abort(404)
-    return _text(_ctx().boot.render("grub", mac, asked, "http").text)
+    return _text(_ctx().boot.render(kind, mac, asked, "http").text)
 
 
 @bp.get("/boot/<distro>/<name>")

@@ -251,16 +251,7 @@ class Registry:
     def add(self, spec: NodeSpec, source: str = "api") -> Node:
         with self._tx() as db:
             self._check_free(db, spec, node_id=None)
-            ts = now()
-            cur = db.execute(
-                "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, state,"
-                " netboot, install_token, source, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
-                (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-                 json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
-                 secrets.token_urlsafe(24), source, ts, ts))
-            self._index(db, cur.lastrowid, spec)
-            self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
+            self._insert(db, spec, source)
         log.info("registered %s (%s, %s) from %s", spec.hostname, spec.mac, spec.ip, source)
         return self.get(spec.mac)
 
@@ -273,14 +264,7 @@ class Registry:
             changed = _diff(node.spec, spec)
             if not changed:
                 return node
-            db.execute(
-                "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
-                " disk_bytes=?, updated_at=? WHERE id=?",
-                (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-                 json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, now(), node.id))
-            db.execute("DELETE FROM macs WHERE node_id = ?", (node.id,))
-            db.execute("DELETE FROM names WHERE node_id = ?", (node.id,))
-            self._index(db, node.id, spec)
+            self._rewrite(db, node.id, spec, node.source)
             self._event_in(db, spec.mac, "updated", {"changed": changed})
         log.info("updated %s (%s): %s", spec.hostname, spec.mac, ", ".join(changed))
         return self.get(spec.mac)
@@ -392,30 +376,14 @@ class Registry:
                                  (spec.mac,)).fetchone()
                 if row is None:
                     self._check_free(db, spec, node_id=None, context="site file")
-                    ts = now()
-                    cur = db.execute(
-                        "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes,"
-                        " state, netboot, install_token, source, created_at, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, 'site', ?, ?)",
-                        (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-                         json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
-                         secrets.token_urlsafe(24), ts, ts))
-                    self._index(db, cur.lastrowid, spec)
-                    self._event_in(db, spec.mac, "registered", {"source": "site", "hostname": spec.hostname})
+                    self._insert(db, spec, "site")
                     report.append(f"added {spec.hostname} ({spec.mac}) from the site file")
                     continue
                 node = self._node(row)
                 self._check_free(db, spec, node_id=node.id, context="site file")
                 changed = _diff(node.spec, spec)
                 if changed or node.source != "site":
-                    db.execute(
-                        "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
-                        " disk_bytes=?, source='site', updated_at=? WHERE id=?",
-                        (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-                         json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, now(), node.id))
-                    db.execute("DELETE FROM macs WHERE node_id = ?", (node.id,))
-                    db.execute("DELETE FROM names WHERE node_id = ?", (node.id,))
-                    self._index(db, node.id, spec)
+                    self._rewrite(db, node.id, spec, "site")
                     self._event_in(db, spec.mac, "updated", {"changed": changed, "source": "site"})
                     report.append(f"updated {spec.hostname} ({spec.mac}) from the site file: "
                                   f"{', '.join(changed) or 'now declared there'}")
@@ -461,6 +429,29 @@ class Registry:
         other = owner("SELECT id, hostname FROM nodes WHERE ip = ?", spec.ip)
         if other:
             raise Conflict(f"{prefix}IP {spec.ip} already belongs to {other}", "ip")
+
+    def _insert(self, db: sqlite3.Connection, spec: NodeSpec, source: str) -> None:
+        ts = now()
+        cur = db.execute(
+            "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, state,"
+            " netboot, install_token, source, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
+            (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
+             secrets.token_urlsafe(24), source, ts, ts))
+        self._index(db, cur.lastrowid, spec)
+        self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
+
+    def _rewrite(self, db: sqlite3.Connection, node_id: int, spec: NodeSpec, source: str) -> None:
+        """Replace a node's description (state, token and history stay)."""
+        db.execute(
+            "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
+            " disk_bytes=?, source=?, updated_at=? WHERE id=?",
+            (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
+             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, source, now(), node_id))
+        db.execute("DELETE FROM macs WHERE node_id = ?", (node_id,))
+        db.execute("DELETE FROM names WHERE node_id = ?", (node_id,))
+        self._index(db, node_id, spec)
 
     def _index(self, db: sqlite3.Connection, node_id: int, spec: NodeSpec) -> None:
         db.executemany("INSERT INTO macs (mac, node_id) VALUES (?, ?)",

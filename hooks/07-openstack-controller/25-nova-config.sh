@@ -19,22 +19,7 @@ ini_set "$conf" vnc server_listen '$my_ip'
 ini_set "$conf" vnc server_proxyclient_address '$my_ip'
 ini_set "$conf" glance api_servers "http://$CONTROLLER_HOST:9292"
 ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
-ini_set "$conf" placement region_name RegionOne
-ini_set "$conf" placement project_domain_name Default
-ini_set "$conf" placement project_name service
-ini_set "$conf" placement auth_type password
-ini_set "$conf" placement user_domain_name Default
-ini_set "$conf" placement auth_url "http://$CONTROLLER_HOST:5000/v3"
-ini_set "$conf" placement username placement
-ini_set "$conf" placement password "$PLACEMENT_PASSWORD"
-ini_set "$conf" neutron auth_url "http://$CONTROLLER_HOST:5000"
-ini_set "$conf" neutron auth_type password
-ini_set "$conf" neutron project_domain_name Default
-ini_set "$conf" neutron user_domain_name Default
-ini_set "$conf" neutron region_name RegionOne
-ini_set "$conf" neutron project_name service
-ini_set "$conf" neutron username neutron
-ini_set "$conf" neutron password "$NEUTRON_PASSWORD"
+nova_service_sections "$conf"
 ini_set "$conf" neutron service_metadata_proxy true
 ini_set "$conf" neutron metadata_proxy_shared_secret "$METADATA_SECRET"
 ini_set "$conf" cinder os_region_name RegionOne

@@ -33,6 +33,18 @@ write_file() {
     say "wrote $1"
 }
 
+# _replace_if_changed NEW PATH MESSAGE: put NEW's content into PATH (same inode, same mode) if it differs.
+_replace_if_changed() {
+    if cmp -s "$1" "$2"; then
+        rm -f "$1"
+    else
+        cat "$1" > "$2"
+        rm -f "$1"
+        CHANGED=1
+        say "$3"
+    fi
+}
+
 # ini_set PATH SECTION KEY VALUE: set one key in an INI file, adding the section if needed.
 ini_set() {
     local path="$ROOT$1" section=$2 key=$3 value=$4 tmp
@@ -56,14 +68,7 @@ ini_set() {
             flush()
             if (!seen) { print ""; print "[" section "]"; print key " = " value }
         }' "$path" > "$tmp"
-    if cmp -s "$tmp" "$path"; then
-        rm -f "$tmp"
-    else
-        cat "$tmp" > "$path"
-        rm -f "$tmp"
-        CHANGED=1
-        say "set [$section] $key in $1"
-    fi
+    _replace_if_changed "$tmp" "$path" "set [$section] $key in $1"
 }
 
 # line_in_file PATH REGEX LINE: replace the line matching REGEX, or add LINE at the end.
@@ -76,14 +81,7 @@ line_in_file() {
         $0 ~ regex { if (!done) print line; done = 1; next }
         { print }
         END { if (!done) print line }' "$path" > "$tmp"
-    if cmp -s "$tmp" "$path"; then
-        rm -f "$tmp"
-    else
-        cat "$tmp" > "$path"
-        rm -f "$tmp"
-        CHANGED=1
-        say "set a line in $1"
-    fi
+    _replace_if_changed "$tmp" "$path" "set a line in $1"
 }
 
 # pkg_install PACKAGE...: install what is not installed yet.
@@ -156,6 +154,24 @@ admin_env() {
     export OS_USERNAME=admin OS_PASSWORD="$KEYSTONE_ADMIN_PASSWORD" OS_PROJECT_NAME=admin \
         OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default \
         OS_AUTH_URL="http://$CONTROLLER_HOST:5000/v3" OS_IDENTITY_API_VERSION=3
+}
+
+# nova_service_sections FILE: how Nova reaches Placement and Neutron (controller and compute alike).
+nova_service_sections() {
+    local file=$1 section
+    for section in placement neutron; do
+        ini_set "$file" "$section" region_name RegionOne
+        ini_set "$file" "$section" project_domain_name Default
+        ini_set "$file" "$section" user_domain_name Default
+        ini_set "$file" "$section" project_name service
+        ini_set "$file" "$section" auth_type password
+    done
+    ini_set "$file" placement auth_url "http://$CONTROLLER_HOST:5000/v3"
+    ini_set "$file" placement username placement
+    ini_set "$file" placement password "$PLACEMENT_PASSWORD"
+    ini_set "$file" neutron auth_url "http://$CONTROLLER_HOST:5000"
+    ini_set "$file" neutron username neutron
+    ini_set "$file" neutron password "$NEUTRON_PASSWORD"
 }
 
 # keystone_authtoken FILE USER PASSWORD: the [keystone_authtoken] section every service needs.
