@@ -97,9 +97,11 @@ def main(verbose: bool):
 @click.option("--files", "files", default=None,
               help="HOST:PORT of the kernel/initrd file server. Default: the --http host, port + 1.")
 @click.option("--no-files", is_flag=True, help="Do not start the file server.")
+@click.option("--workers", default=2, show_default=True, help="HTTP worker processes.")
 @click.option("--threads", default=64, show_default=True, help="Threads per HTTP worker process.")
 @fail_cleanly
-def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_files: bool, threads: int):
+def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_files: bool, workers: int,
+          threads: int):
     """Run the service: API, kickstarts and boot configs over HTTP, boot loaders over TFTP."""
     from provisioner.server import serve_forever
     host, port = _hostport(http)
@@ -112,7 +114,7 @@ def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_file
     files_at = None if no_files else _hostport(files, "--files") if files else (host, port + 1)
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, threads=threads, tftp=tftp_at, files=files_at)
+    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, files=files_at)
 
 
 @main.command()
