@@ -276,6 +276,91 @@ def plan_cmd(mac):
 
 
 @main.group()
+def lab():
+    """The libvirt lab: the registry's nodes as VMs that PXE-boot through this service."""
+
+
+def _lab(uri):
+    import libvirt
+
+    from provisioner.lab import Lab, LabSettings
+    ctx = _context()
+    state_dir, _ = _settings()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise click.ClickException(f"cannot connect to {uri}: {e}") from None
+    return ctx, Lab(conn, ctx.site, LabSettings(Path(state_dir) / "lab"))
+
+
+@lab.command("up")
+@common_options
+@click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
+@click.option("--watch/--no-watch", default=True, help="Show each node's state until all are installed.")
+@fail_cleanly
+def lab_up(uri, watch):
+    """Define and start the lab's networks, disks and VMs (network boot first)."""
+    from provisioner.lab import LabError
+    ctx, the_lab = _lab(uri)
+    nodes = ctx.registry.list()
+    try:
+        the_lab.up(nodes, progress=click.echo)
+    except LabError as e:
+        raise click.ClickException(str(e)) from None
+    if not watch:
+        return
+    try:
+        while True:
+            now_nodes = ctx.registry.list()
+            line = "  ".join(f"{n.hostname}:{n.state}"
+                             + (f"({n.last_event.type} {_age(n.last_event.at)} ago)" if n.last_event else "")
+                             for n in now_nodes)
+            click.echo(f"\r{line}", nl=False)
+            if all(n.state in ("installed", "configuring", "deployed", "failed") for n in now_nodes):
+                click.echo()
+                return
+            time.sleep(2)
+    except KeyboardInterrupt:
+        click.echo()
+
+
+@lab.command("down")
+@common_options
+@click.option("--uri", default="qemu:///system", show_default=True)
+@fail_cleanly
+def lab_down(uri):
+    """Remove every domain, disk, pool and network the lab made."""
+    _, the_lab = _lab(uri)
+    the_lab.down(progress=click.echo)
+
+
+@lab.command("status")
+@common_options
+@click.option("--uri", default="qemu:///system", show_default=True)
+@fail_cleanly
+def lab_status(uri):
+    """Each lab VM's power state and its node's state."""
+    ctx, the_lab = _lab(uri)
+    power = the_lab.status()
+    for n in ctx.registry.list():
+        click.echo(f"{n.hostname:<12} {power.get(n.hostname, 'absent'):<9} {n.state}")
+
+
+@lab.command("console")
+@common_options
+@click.argument("node")
+@fail_cleanly
+def lab_console(node):
+    """Follow a lab VM's serial console (its log file)."""
+    from provisioner.lab import LabSettings
+    state_dir, _ = _settings()
+    path = LabSettings(Path(state_dir) / "lab").console_log(node)
+    if not path.exists():
+        raise click.ClickException(f"no console log for {node} at {path}")
+    os.execvp("tail", ["tail", "-n", "+1", "-f", str(path)])
+
+
+@main.group()
 def bootfiles():
     """Boot loaders for PXE clients."""
 

@@ -1,0 +1,240 @@
+"""The libvirt lab: the registry's nodes as virtual machines on one host, booting through the
+same DHCP -> TFTP -> HTTP -> kickstart path as the hardware.
+
+What it builds, all named `pv-*` so `down` finds exactly what `up` made:
+  - an isolated network for the install network, with a DHCP host entry per registered NIC and
+    `<bootp file=... server=...>` pointing at the service (the host's address on that network);
+  - an isolated stand-in for the public network, for the gateway's public NIC;
+  - a directory storage pool, and per node a sparse qcow2 disk of the node's `disk_bytes` (the
+    report's 80 GB and 250 GB disks) on SATA, so it is `sda` as in Tables 1 and 2;
+  - per node a domain with the registry's MACs, network boot first (the registry, not the boot
+    order, decides install or local boot), and its serial console written to a log file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+from xml.sax.saxutils import escape, quoteattr
+
+from provisioner.config import Site
+from provisioner.registry import Node
+
+PREFIX = "pv-"
+INSTALL_NET = "pv-install"
+PUBLIC_NET = "pv-public"
+POOL = "pv-lab"
+PUBLIC_CIDR = ipaddress.IPv4Network("198.51.100.0/24")   # documentation range: the lab's "internet"
+BOOT_FILE = "lpxelinux.0"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    work_dir: Path                       # pool and console logs
+    memory_mib: int = 1024
+    vcpus: int = 1
+    emulator: str | None = None          # None: libvirt's default for the domain type
+    domain_type: str = "qemu"            # TCG; "kvm" where the host has it
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.work_dir / "pool"
+
+    def console_log(self, hostname: str) -> Path:
+        return self.work_dir / "consoles" / f"{hostname}.log"
+
+
+def service_address(site: Site) -> str:
+    """The host's address on the install network: where the service listens in the lab."""
+    host = urlparse(site.service_url).hostname
+    if ipaddress.IPv4Address(host) not in site.network:
+        raise LabError(f"service.url {site.service_url} is not on the install network {site.network}: "
+                       "the lab's VMs could not reach it")
+    return host
+
+
+def install_network_xml(site: Site, nodes: list[Node]) -> str:
+    server = service_address(site)
+    hosts = "\n".join(
+        f"      <host mac={quoteattr(n.mac)} name={quoteattr(n.hostname)} ip={quoteattr(n.spec.ip)}/>"
+        for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)))
+    return f"""<network>
+  <name>{INSTALL_NET}</name>
+  <bridge name='pvbr-install' stp='off' delay='0'/>
+  <ip address={quoteattr(server)} netmask={quoteattr(str(site.network.netmask))}>
+    <dhcp>
+{hosts}
+      <bootp file={quoteattr(BOOT_FILE)} server={quoteattr(server)}/>
+    </dhcp>
+  </ip>
+</network>
+"""
+
+
+def public_network_xml() -> str:
+    hosts = list(PUBLIC_CIDR.hosts())
+    return f"""<network>
+  <name>{PUBLIC_NET}</name>
+  <bridge name='pvbr-public' stp='off' delay='0'/>
+  <ip address='{hosts[0]}' netmask='{PUBLIC_CIDR.netmask}'>
+    <dhcp>
+      <range start='{hosts[99]}' end='{hosts[199]}'/>
+    </dhcp>
+  </ip>
+</network>
+"""
+
+
+def pool_xml(settings: LabSettings) -> str:
+    return f"""<pool type='dir'>
+  <name>{POOL}</name>
+  <target><path>{escape(str(settings.pool_dir))}</path></target>
+</pool>
+"""
+
+
+def volume_name(node: Node) -> str:
+    return f"{PREFIX}{node.hostname}.qcow2"
+
+
+def volume_xml(node: Node) -> str:
+    if not node.spec.disk_bytes:
+        raise LabError(f"{node.hostname} has no disk_bytes: the lab cannot size its disk")
+    return f"""<volume>
+  <name>{volume_name(node)}</name>
+  <capacity unit='bytes'>{node.spec.disk_bytes}</capacity>
+  <allocation unit='bytes'>0</allocation>
+  <target><format type='qcow2'/></target>
+</volume>
+"""
+
+
+def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
+    nics = [f"""    <interface type='network'>
+      <source network='{INSTALL_NET}'/>
+      <mac address={quoteattr(node.mac)}/>
+      <model type='e1000'/>
+      <boot order='1'/>
+    </interface>"""]
+    for nic in node.spec.nics:
+        if nic.mode == "dhcp":      # the gateway's public side
+            nics.append(f"""    <interface type='network'>
+      <source network='{PUBLIC_NET}'/>
+      <mac address={quoteattr(nic.mac)}/>
+      <model type='e1000'/>
+    </interface>""")
+    log = escape(str(settings.console_log(node.hostname)))
+    emulator = f"\n    <emulator>{escape(settings.emulator)}</emulator>" if settings.emulator else ""
+    return f"""<domain type={quoteattr(settings.domain_type)}>
+  <name>{PREFIX}{escape(node.hostname)}</name>
+  <description>provisioner lab: {escape(node.hostname)} ({escape(", ".join(node.spec.roles))})</description>
+  <memory unit='MiB'>{settings.memory_mib}</memory>
+  <vcpu>{settings.vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+  </os>
+  <features><acpi/><apic/></features>
+  <on_reboot>restart</on_reboot>
+  <devices>{emulator}
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(disk_path)}/>
+      <target dev='sda' bus='sata'/>
+      <boot order='2'/>
+    </disk>
+{chr(10).join(nics)}
+    <serial type='file'>
+      <source path='{log}'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='{log}'/>
+      <target type='serial' port='0'/>
+    </console>
+  </devices>
+</domain>
+"""
+
+
+class Lab:
+    """up / down / status against a libvirt connection (qemu:///system, or test:///default)."""
+
+    def __init__(self, conn, site: Site, settings: LabSettings):
+        self.conn = conn
+        self.site = site
+        self.settings = settings
+
+    def up(self, nodes: list[Node], start: bool = True, progress=lambda line: None) -> None:
+        self.settings.pool_dir.mkdir(parents=True, exist_ok=True)
+        (self.settings.work_dir / "consoles").mkdir(parents=True, exist_ok=True)
+        for name, xml in ((INSTALL_NET, install_network_xml(self.site, nodes)), (PUBLIC_NET, public_network_xml())):
+            net = self._lookup(self.conn.networkLookupByName, name)
+            if net is None:
+                net = self.conn.networkDefineXML(xml)
+                progress(f"defined network {name}")
+            if not net.isActive():
+                net.create()
+        pool = self._lookup(self.conn.storagePoolLookupByName, POOL)
+        if pool is None:
+            pool = self.conn.storagePoolDefineXML(pool_xml(self.settings), 0)
+            progress(f"defined storage pool {POOL}")
+        if not pool.isActive():
+            pool.create(0)
+        for node in nodes:
+            vol = self._lookup(pool.storageVolLookupByName, volume_name(node))
+            if vol is None:
+                vol = pool.createXML(volume_xml(node), 0)
+                progress(f"created disk {volume_name(node)} ({node.spec.disk_bytes} bytes, sparse)")
+            dom = self._lookup(self.conn.lookupByName, f"{PREFIX}{node.hostname}")
+            if dom is None:
+                dom = self.conn.defineXML(domain_xml(node, self.settings, vol.path()))
+                progress(f"defined {PREFIX}{node.hostname}")
+            if start and not dom.isActive():
+                dom.create()
+                progress(f"started {PREFIX}{node.hostname}")
+
+    def down(self, progress=lambda line: None) -> None:
+        for dom in self.conn.listAllDomains():
+            if dom.name().startswith(PREFIX):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+                progress(f"removed {dom.name()}")
+        pool = self._lookup(self.conn.storagePoolLookupByName, POOL)
+        if pool is not None:
+            if not pool.isActive():
+                pool.create(0)
+            for vol in pool.listAllVolumes():
+                if vol.name().startswith(PREFIX):
+                    vol.delete(0)
+                    progress(f"deleted disk {vol.name()}")
+            pool.destroy()
+            pool.undefine()
+        for name in (INSTALL_NET, PUBLIC_NET):
+            net = self._lookup(self.conn.networkLookupByName, name)
+            if net is not None:
+                if net.isActive():
+                    net.destroy()
+                net.undefine()
+                progress(f"removed network {name}")
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for dom in self.conn.listAllDomains():
+            if dom.name().startswith(PREFIX):
+                out[dom.name()[len(PREFIX):]] = "running" if dom.isActive() else "shut off"
+        return out
+
+    @staticmethod
+    def _lookup(fn, name):
+        import libvirt
+        try:
+            return fn(name)
+        except libvirt.libvirtError:
+            return None
