@@ -87,6 +87,30 @@ def test_every_step_twice_the_second_run_changes_nothing(box, hostname):
     assert sum(1 for cmds in first.values() for c in cmds if c.startswith("CHANGE")) > len(steps) / 2
 
 
+GOLDEN = Path(__file__).parent / "golden" / "hooks-first-run.txt"
+
+
+def test_every_step_issues_exactly_the_reviewed_commands(box, app):
+    credentials = app.extensions["provisioner"].credentials
+    """The commands each step issues on a fresh node, against a reviewed transcript.
+
+    After a deliberate change to a step, regenerate with UPDATE_GOLDEN=1 and review the diff.
+    """
+    lines = []
+    for hostname in NODES:
+        b = box(hostname)
+        for step in [s.id for s in load_plan().for_roles(b.node.spec.roles)]:
+            lines.append(f"== {hostname} {step}")
+            lines += [c.replace(str(b.root), "$ROOT") for c in b.run(step)]
+    text = "\n".join(lines) + "\n"
+    for name, value in credentials.values.items():     # generated afresh for every test
+        text = text.replace(value, f"${{{name.upper()}}}")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
 def changes(cmds):
     return [c.removeprefix("CHANGE ") for c in cmds if c.startswith("CHANGE")]
 
