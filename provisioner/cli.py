@@ -280,28 +280,51 @@ def lab():
     """The libvirt lab: the registry's nodes as VMs that PXE-boot through this service."""
 
 
-def _lab(uri):
+def default_lab_dir() -> Path:
+    # qemu runs as its own user: the disks and consoles live where it may reach them
+    if os.geteuid() == 0:
+        return Path("/var/lib/libvirt/images/provisioner-lab")
+    return Path(os.path.expanduser("~/.local/share/provisioner-lab"))
+
+
+lab_dir_option = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                              help="Disks and console logs (default /var/lib/libvirt/images/provisioner-lab "
+                                   "as root, else ~/.local/share/provisioner-lab).")
+
+
+def _lab(uri, work_dir):
     import libvirt
 
     from provisioner.lab import Lab, LabSettings
     ctx = _context()
-    state_dir, _ = _settings()
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as e:
         raise click.ClickException(f"cannot connect to {uri}: {e}") from None
-    return ctx, Lab(conn, ctx.site, LabSettings(Path(state_dir) / "lab"))
+    return ctx, Lab(conn, ctx.site, LabSettings(work_dir or default_lab_dir()))
 
 
 @lab.command("up")
 @common_options
 @click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
 @click.option("--watch/--no-watch", default=True, help="Show each node's state until all are installed.")
+@click.option("--installer", type=click.Choice(["rehearsal", "anaconda"]), default="rehearsal", show_default=True,
+              help="rehearsal: the offline installer built here (a Debian kernel and a busybox initrd); "
+                   "anaconda: whatever `distro import --from MIRROR` brought in.")
+@lab_dir_option
 @fail_cleanly
-def lab_up(uri, watch):
+def lab_up(uri, watch, installer, work_dir):
     """Define and start the lab's networks, disks and VMs (network boot first)."""
     from provisioner.lab import LabError
-    ctx, the_lab = _lab(uri)
+    ctx, the_lab = _lab(uri, work_dir)
+    if installer == "rehearsal":
+        import tempfile
+
+        from provisioner import distros, rehearsal
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = rehearsal.make_tree(Path(tmp), ctx.site.os_name, ctx.site.os_version, ctx.site.os_arch)
+            distros.import_tree(ctx.state_dir, str(tree))
+        click.echo(f"rehearsal installer imported as {ctx.site.distro}")
     nodes = ctx.registry.list()
     try:
         the_lab.up(nodes, progress=click.echo)
@@ -327,20 +350,22 @@ def lab_up(uri, watch):
 @lab.command("down")
 @common_options
 @click.option("--uri", default="qemu:///system", show_default=True)
+@lab_dir_option
 @fail_cleanly
-def lab_down(uri):
+def lab_down(uri, work_dir):
     """Remove every domain, disk, pool and network the lab made."""
-    _, the_lab = _lab(uri)
+    _, the_lab = _lab(uri, work_dir)
     the_lab.down(progress=click.echo)
 
 
 @lab.command("status")
 @common_options
 @click.option("--uri", default="qemu:///system", show_default=True)
+@lab_dir_option
 @fail_cleanly
-def lab_status(uri):
+def lab_status(uri, work_dir):
     """Each lab VM's power state and its node's state."""
-    ctx, the_lab = _lab(uri)
+    ctx, the_lab = _lab(uri, work_dir)
     power = the_lab.status()
     for n in ctx.registry.list():
         click.echo(f"{n.hostname:<12} {power.get(n.hostname, 'absent'):<9} {n.state}")
@@ -349,12 +374,12 @@ def lab_status(uri):
 @lab.command("console")
 @common_options
 @click.argument("node")
+@lab_dir_option
 @fail_cleanly
-def lab_console(node):
+def lab_console(node, work_dir):
     """Follow a lab VM's serial console (its log file)."""
     from provisioner.lab import LabSettings
-    state_dir, _ = _settings()
-    path = LabSettings(Path(state_dir) / "lab").console_log(node)
+    path = LabSettings(work_dir or default_lab_dir()).console_log(node)
     if not path.exists():
         raise click.ClickException(f"no console log for {node} at {path}")
     os.execvp("tail", ["tail", "-n", "+1", "-f", str(path)])

@@ -166,6 +166,9 @@ class Lab:
     """up / down / status against a libvirt connection (qemu:///system, or test:///default)."""
 
     def __init__(self, conn, site: Site, settings: LabSettings):
+        import libvirt
+        # lookups that find nothing are expected here; libvirt would print each one to stderr
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         self.conn = conn
         self.site = site
         self.settings = settings

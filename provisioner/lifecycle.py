@@ -19,6 +19,8 @@ CALLBACKS: dict[str, tuple[frozenset[str], str, bool]] = {
     "installing": (frozenset({"registered", "installing", "failed"}), "installing", False),
     "installed": (frozenset({"registered", "installing"}), "installed", True),
     "failed": (frozenset({"registered", "installing"}), "failed", False),
+    # the layout an installer made (the lab's rehearsal installer reports it); no state change
+    "layout": (frozenset({"installing"}), "installing", False),
 }
 DETAIL_MAX = 64 * 1024      # a failed install's log tail is kept, but not without bound
 
