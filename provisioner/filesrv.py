@@ -16,11 +16,12 @@ import os
 import re
 import selectors
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from provisioner.background import BackgroundServer
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ class _Conn:
     last: float = field(default_factory=time.monotonic)
 
 
-class FileServer:
+class FileServer(BackgroundServer):
+    thread_name = "files"
+
     def __init__(self, resolve: Callable[[str], Path | None], host: str, port: int, backlog: int = 4096):
+        super().__init__()
         self.resolve = resolve
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,18 +56,6 @@ class FileServer:
         self.host, self.port = self.sock.getsockname()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "FileServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="files", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def serve_forever(self) -> None:
         last_sweep = time.monotonic()

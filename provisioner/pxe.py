@@ -89,12 +89,13 @@ class Boot:
 
     def tftp_resolve(self, name: str, peer: tuple[str, int]) -> Resolved:
         rel = name.replace("\\", "/").lstrip("/")
-        m = _PXELINUX_MAC.fullmatch(rel)
-        if m:
-            mac = self._mac(m.group("mac"))
-            if mac is None:
-                return Resolved(why="not a MAC in the name")
-            return Resolved(data=self.render("pxelinux", mac, rel, f"tftp {peer[0]}").text.encode())
+        for pattern, kind in ((_PXELINUX_MAC, "pxelinux"), (_GRUB_MAC, "grub")):
+            m = pattern.fullmatch(rel)
+            if m:
+                mac = self._mac(m.group("mac"))
+                if mac is None:
+                    return Resolved(why="not a MAC in the name")
+                return Resolved(data=self.render(kind, mac, rel, f"tftp {peer[0]}").text.encode())
         if rel == "pxelinux.cfg/default":
             # reached only by a client whose per-MAC name we did not answer: boot from disk
             return Resolved(data=self.ctx.renderer.env.get_template("pxelinux.j2").render(
@@ -102,12 +103,6 @@ class Boot:
                 service_url=self.ctx.site.service_url).encode())
         if rel.startswith("pxelinux.cfg/"):
             return Resolved(why="no such config (per-MAC names only)")
-        m = _GRUB_MAC.fullmatch(rel)
-        if m:
-            mac = self._mac(m.group("mac"))
-            if mac is None:
-                return Resolved(why="not a MAC in the name")
-            return Resolved(data=self.render("grub", mac, rel, f"tftp {peer[0]}").text.encode())
         if _GRUB_GENERIC.fullmatch(rel):
             return Resolved(data=self.ctx.renderer.env.get_template("grub-generic.j2").render().encode())
         m = _DISTRO_FILE.fullmatch(rel)

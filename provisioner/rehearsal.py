@@ -117,11 +117,16 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
         (root / "etc/mbr.bin").write_bytes(boot_sector())
         shutil.copy2(INIT, root / "init")
         (root / "init").chmod(0o755)
-        files = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True, check=True).stdout
-        archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files.encode(),
-                                 capture_output=True, check=True).stdout
-    dest.write_bytes(gzip.compress(archive, compresslevel=6))
+        dest.write_bytes(pack_initrd(root))
     return dest
+
+
+def pack_initrd(root: Path) -> bytes:
+    """A directory as the kernel takes an initrd: a gzipped newc cpio archive."""
+    files = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True, check=True).stdout
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files.encode(),
+                             capture_output=True, check=True).stdout
+    return gzip.compress(archive, compresslevel=6)
 
 
 def make_tree(work: Path, name: str = "CentOS Stream", version: str = "9", arch: str = "x86_64") -> Path:

@@ -15,12 +15,12 @@ import os
 import selectors
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from provisioner.background import BackgroundServer
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import (TftpPacketACK, TftpPacketDAT, TftpPacketERR, TftpPacketOACK,
                                    TftpPacketRRQ, TftpPacketWRQ)
@@ -88,9 +88,12 @@ class _Transfer:
         return self.size // self.blksize + 1
 
 
-class TftpServer:
+class TftpServer(BackgroundServer):
+    thread_name = "tftp"
+
     def __init__(self, resolve: Resolver, host: str = "0.0.0.0", port: int = 69, *,
                  timeout: float = 2.0, retries: int = 5, max_sessions: int = 2048):
+        super().__init__()
         self.resolve = resolve
         self.timeout = timeout
         self.retries = retries
@@ -109,21 +112,9 @@ class TftpServer:
         self._sel.register(self.sock, selectors.EVENT_READ, None)
         self._transfers: dict[tuple[str, int], _Transfer] = {}
         self._factory = TftpPacketFactory()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.served = 0      # completed transfers, for tests and status
 
     # -- running ----------------------------------------------------------------------------
-
-    def start(self) -> "TftpServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="tftp", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def serve_forever(self) -> None:
         log.info("tftp: serving on %s:%d", self.host, self.port)

@@ -7,11 +7,11 @@ powers off, so a test can read what the boot loader handed the kernel.
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from provisioner.rehearsal import pack_initrd
 
 MARKER = "PROVISIONER-CMDLINE:"
 
@@ -38,8 +38,5 @@ def build_initrd(dest: Path) -> Path:
     shutil.copy2("/bin/busybox", root / "bin" / "busybox")
     (root / "init").write_text(INIT)
     (root / "init").chmod(0o755)
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True, check=True).stdout
-    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files.encode(),
-                             capture_output=True, check=True).stdout
-    dest.write_bytes(gzip.compress(archive, compresslevel=1))
+    dest.write_bytes(pack_initrd(root))
     return dest
