@@ -216,3 +216,16 @@ def test_serve_answers_tftp_too(run):
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_plan_prints_each_step_with_its_state(run):
+    out = run("plan", "52:54:00:0c:00:05").stdout.splitlines()
+    assert out[0].startswith("controller (52:54:00:0c:00:05), registered:") and out[0].endswith("steps")
+    steps = [line.split() for line in out[1:]]
+    assert all(s[0] == "pending" for s in steps)
+    ids = [s[1] for s in steps]
+    assert ids.index("03-glusterfs-controller/01-glusterfs-probe") < ids.index("07-openstack-controller/22-nova-install")
+    probe = next(line for line in out if "01-glusterfs-probe" in line)
+    assert "(8) 01-glusterfs-probe.sh" in probe and "[waits for gluster-bricks]" in probe
+    assert "05-kvm-compute" not in "\n".join(out)
+    assert "no node has MAC" in run("plan", "52:54:00:ff:ff:ff", ok=False).stderr
