@@ -190,6 +190,7 @@ async def http(port: int, method: str, path: str, body: bytes = b"", headers: di
         sock.close()
 
 
+SERVE_ARGS: list[str] = []   # extra `provisioner serve` options to try (--serve-arg)
 ONLY = None   # "tftp" or "http": measure one half alone (for finding where time goes)
 
 
@@ -277,7 +278,7 @@ def start_ours(work: Path, n: int, tree: Path) -> tuple[subprocess.Popen, dict, 
     cli(state, site, "distro", "import", "--from", str(tree))
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
                              "serve", "--http", f"127.0.0.1:{http_port}", "--tftp", f"127.0.0.1:{tftp_port}",
-                             "--files", f"127.0.0.1:{files_port}"],
+                             "--files", f"127.0.0.1:{files_port}", *SERVE_ARGS],
                             stdout=subprocess.DEVNULL, stderr=open(work / "service.log", "w"))
     wait_tcp(http_port)
     # let every worker finish booting before the clock starts: a few requests reach them all
@@ -395,9 +396,11 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, action="append", help="storm size (repeat); default 100 and 1000")
     ap.add_argument("--initrd-mib", type=int, default=16, help="size of the synthetic initrd")
     ap.add_argument("--only", choices=("tftp", "http"), help="run one half of each boot alone")
+    ap.add_argument("--serve-arg", action="append", default=[], help="pass an option to `provisioner serve`")
     args = ap.parse_args()
-    global ONLY
+    global ONLY, SERVE_ARGS
     ONLY = args.only
+    SERVE_ARGS = args.serve_arg
     for missing in [t for t in ("nginx", "in.tftpd") if shutil.which(t) is None]:
         sys.exit(f"{missing} not found: apt-get install nginx tftpd-hpa")
     print(f"kernel: {next(Path('/boot').glob('vmlinuz-*'))}, initrd: {args.initrd_mib} MiB random; "

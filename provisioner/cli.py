@@ -98,7 +98,7 @@ def main(verbose: bool):
               help="HOST:PORT of the kernel/initrd file server. Default: the --http host, port + 1.")
 @click.option("--no-files", is_flag=True, help="Do not start the file server.")
 @click.option("--workers", default=2, show_default=True, help="HTTP worker processes.")
-@click.option("--threads", default=64, show_default=True, help="Threads per HTTP worker process.")
+@click.option("--threads", default=16, show_default=True, help="Threads per HTTP worker process.")
 @fail_cleanly
 def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_files: bool, workers: int,
           threads: int):

@@ -36,7 +36,7 @@ class _Service(BaseApplication):
 
 
 def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int | None = None,
-                  threads: int = 64, tftp: tuple[str, int] | None = None,
+                  threads: int = 16, tftp: tuple[str, int] | None = None,
                   files: tuple[str, int] | None = None) -> None:
     ctx = open_context(state_dir, site)          # secrets and site nodes, once, before the fork
     boot = Boot(ctx, state_dir)
