@@ -84,10 +84,8 @@ def node_events(mac: str):
 def post_event(mac: str):
     """A kickstart's callback. Authenticated by the node's install token, not the admin token."""
     ctx = _ctx()
-    node = ctx.registry.get(_mac(mac))
+    node = _node_token(ctx, mac)
     token = bearer()
-    if not token_matches(token, node.install_token):
-        raise Forbidden(f"wrong or missing install token for {node.hostname}")
     body = _body()
     if not isinstance(body, dict):
         raise nodes.InvalidNode("the body must be a JSON object")

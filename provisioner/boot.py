@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, current_app, send_file
+from flask import Blueprint, Response, abort, current_app, request, send_file
 
-from provisioner import distros
-from provisioner.bootfiles import bootfiles_dir
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.registry import Conflict
-from provisioner.tftp import safe_static_path
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
@@ -98,17 +95,11 @@ def loader_config(mac: str, kind: str, prefix: str):
 
 
 @bp.get("/boot/<distro>/<name>")
-def distro_file(distro: str, name: str):
-    path = distros.boot_file(_ctx().state_dir, distro, name)
+@bp.get("/bootfiles/<path:name>")
+def static_file(**_):
+    """Kernels, initrds and loaders: the same files, by the same rules, as the file server's."""
+    path = _ctx().boot.file_resolve(request.path)
     if path is None:
         abort(404)
     # Content-Length, and Range for loaders that resume (send_file's conditional mode)
-    return send_file(path, mimetype="application/octet-stream", conditional=True, etag=True, max_age=0)
-
-
-@bp.get("/bootfiles/<path:name>")
-def bootfile(name: str):
-    path = safe_static_path(bootfiles_dir(_ctx().state_dir), name)
-    if path is None:
-        abort(404)
     return send_file(path, mimetype="application/octet-stream", conditional=True, max_age=0)

@@ -50,8 +50,8 @@ def change(site: Site, registry: Registry, mac: str, data: object) -> Node:
 
 def spec_dict(spec: NodeSpec) -> dict:
     d = asdict(spec)
-    d["roles"], d["aliases"] = list(spec.roles), list(spec.aliases)
-    d["nics"] = [dict(n) for n in d["nics"]]
+    # asdict keeps tuples; the parser takes JSON's lists
+    d["roles"], d["aliases"], d["nics"] = list(spec.roles), list(spec.aliases), list(d["nics"])
     if d["disk_bytes"] is None:
         del d["disk_bytes"]
     return d

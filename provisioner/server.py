@@ -16,7 +16,6 @@ from gunicorn.app.base import BaseApplication
 
 from provisioner.app import create_app, open_context
 from provisioner.filesrv import FileServer
-from provisioner.pxe import Boot
 from provisioner.tftp import TftpServer
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
                   threads: int = 16, tftp: tuple[str, int] | None = None,
                   files: tuple[str, int] | None = None) -> None:
     ctx = open_context(state_dir, site)          # secrets and site nodes, once, before the fork
-    boot = Boot(ctx, state_dir)
+    boot = ctx.boot
     tftp_server = TftpServer(boot.tftp_resolve, *tftp).start() if tftp else None
     file_server = FileServer(boot.file_resolve, *files).start() if files else None
     notes = ""

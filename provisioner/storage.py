@@ -295,10 +295,7 @@ def sfdisk_script(layout: Layout) -> str:
     lines = ["label: dos"]
     for p in layout.partitions:
         boot = ", bootable" if p.mount == "/boot" else ""
-        if p.extended:
-            lines.append(f"size={p.size}MiB, type=5")
-        else:
-            lines.append(f"size={p.size}MiB, type={p.sfdisk_type}{boot}")
+        lines.append(f"size={p.size}MiB, type={p.sfdisk_type}{boot}")
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 from provisioner.background import BackgroundServer
 from tftpy.TftpPacketFactory import TftpPacketFactory
-from tftpy.TftpPacketTypes import (TftpPacketACK, TftpPacketDAT, TftpPacketERR, TftpPacketOACK,
+from tftpy.TftpPacketTypes import (TftpPacketDAT, TftpPacketERR, TftpPacketOACK,
                                    TftpPacketRRQ, TftpPacketWRQ)
 
 log = logging.getLogger(__name__)
