@@ -21,10 +21,10 @@ from provisioner.registry import Registry
 NETWORK = ipaddress.IPv4Network("172.16.0.0/16")
 
 
-def bench_site(work: Path, service_url: str = "http://127.0.0.1:8080", files_url: str | None = None) -> Path:
+def bench_site(work: Path, service_url: str = "http://127.0.0.1:8080", boot_url: str | None = None) -> Path:
     data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
     data["network"] = {"cidr": str(NETWORK), "gateway": "172.16.0.1", "nameservers": []}
-    data["service"] = {"url": service_url, **({"files_url": files_url} if files_url else {})}
+    data["service"] = {"url": service_url, **({"boot_url": boot_url} if boot_url else {})}
     for n in data["nodes"]:
         n["ip"] = n["ip"].replace("192.168.0.", "172.16.0.")
     path = work / "site.yaml"

@@ -278,7 +278,7 @@ def start_ours(work: Path, n: int, tree: Path) -> tuple[subprocess.Popen, dict, 
     cli(state, site, "distro", "import", "--from", str(tree))
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
                              "serve", "--http", f"127.0.0.1:{http_port}", "--tftp", f"127.0.0.1:{tftp_port}",
-                             "--files", f"127.0.0.1:{files_port}", *SERVE_ARGS],
+                             "--boot", f"127.0.0.1:{files_port}", *SERVE_ARGS],
                             stdout=subprocess.DEVNULL, stderr=open(work / "service.log", "w"))
     wait_tcp(http_port)
     # let every worker finish booting before the clock starts: a few requests reach them all

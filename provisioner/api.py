@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from provisioner import nodes
+from provisioner import boot, nodes
 from provisioner.auth import admin_required, bearer, token_matches
-from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
-from provisioner.plan import STEP_STATUSES, barrier_status, config_env, load_plan, node_plan
+from provisioner.plan import barrier_status, config_env, load_plan, node_plan
 from provisioner.registry import STATES, Forbidden, NotFound, RegistryError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -82,42 +81,8 @@ def node_events(mac: str):
 
 @bp.post("/nodes/<mac>/events")
 def post_event(mac: str):
-    """A kickstart's callback. Authenticated by the node's install token, not the admin token."""
-    ctx = _ctx()
-    node = _node_token(ctx, mac)
-    token = bearer()
-    body = _body()
-    if not isinstance(body, dict):
-        raise nodes.InvalidNode("the body must be a JSON object")
-    extra = sorted(set(body) - {"type", "detail"})
-    if extra:
-        raise nodes.InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
-    type_ = body.get("type")
-    if type_ == "step":
-        return jsonify(_step_report(ctx, node, token, body.get("detail")).public())
-    if type_ not in CALLBACKS:
-        raise nodes.InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}, step", "type")
-    detail = body.get("detail")
-    if isinstance(detail, str) and len(detail) > DETAIL_MAX:
-        detail = "[...]" + detail[-DETAIL_MAX:]
-    node = ctx.registry.callback(node.mac, token, type_, detail)
-    return jsonify(node.public())
-
-
-def _step_report(ctx, node, token, detail):
-    plan = load_plan()
-    if not isinstance(detail, dict) or set(detail) - {"step", "status", "output"}:
-        raise nodes.InvalidNode("detail: a step report is {\"step\", \"status\", \"output\"}", "detail")
-    mine = [s.id for s in plan.for_roles(node.spec.roles)]
-    if detail.get("step") not in mine:
-        raise nodes.InvalidNode(f"detail.step: {detail.get('step')!r} is not in {node.hostname}'s plan", "detail")
-    if detail.get("status") not in STEP_STATUSES:
-        raise nodes.InvalidNode(f"detail.status: must be one of {', '.join(STEP_STATUSES)}", "detail")
-    output = detail.get("output", "")
-    if not isinstance(output, str):
-        raise nodes.InvalidNode("detail.output: must be text", "detail")
-    clean = {"step": detail["step"], "status": detail["status"], "output": output[-DETAIL_MAX:]}
-    return ctx.registry.step_report(node.mac, token, clean, mine)
+    """A kickstart's callback or a step report: the boot server's table answers it (node_http)."""
+    return boot.answer()
 
 
 def _node_token(ctx, mac: str):

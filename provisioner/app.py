@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -27,10 +28,15 @@ class Context:
     renderer: Renderer
     state_dir: Path
 
-    @property
+    @cached_property
     def boot(self):
         from provisioner.pxe import Boot
         return Boot(self, self.state_dir)
+
+    @cached_property
+    def node_http(self):
+        from provisioner.node_http import NodeHttp
+        return NodeHttp(self)
 
 
 def open_context(state_dir: Path, site: Site | str | Path | None = None, *,

@@ -94,15 +94,16 @@ def main(verbose: bool):
 @click.option("--tftp", "tftp", default=None,
               help="HOST:PORT to serve TFTP on. Default: the --http host, port 69 as root, else 6969.")
 @click.option("--no-tftp", is_flag=True, help="Do not serve TFTP.")
-@click.option("--files", "files", default=None,
-              help="HOST:PORT of the kernel/initrd file server. Default: the --http host, port + 1.")
-@click.option("--no-files", is_flag=True, help="Do not start the file server.")
+@click.option("--boot", "boot", default=None,
+              help="HOST:PORT of the boot server, where machines fetch kernels, initrds and kickstarts "
+                   "and report back. Default: the --http host, port + 1.")
+@click.option("--no-boot", is_flag=True, help="Do not start the boot server.")
 @click.option("--workers", default=2, show_default=True, help="HTTP worker processes.")
 @click.option("--threads", default=16, show_default=True, help="Threads per HTTP worker process.")
 @fail_cleanly
-def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_files: bool, workers: int,
+def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, workers: int,
           threads: int):
-    """Run the service: API, kickstarts and boot configs over HTTP, boot loaders over TFTP."""
+    """Run the service: the API over HTTP, the boot server for machines, boot loaders over TFTP."""
     from provisioner.server import serve_forever
     host, port = _hostport(http)
     if no_tftp:
@@ -111,10 +112,10 @@ def serve(http: str, tftp: str | None, no_tftp: bool, files: str | None, no_file
         tftp_at = _hostport(tftp, "--tftp")
     else:
         tftp_at = (host, 69 if os.geteuid() == 0 else 6969)
-    files_at = None if no_files else _hostport(files, "--files") if files else (host, port + 1)
+    boot_at = None if no_boot else _hostport(boot, "--boot") if boot else (host, port + 1)
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, files=files_at)
+    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at)
 
 
 @main.command()

@@ -89,7 +89,7 @@ class Site:
     templates: Path | None = None
     warnings: tuple[str, ...] = field(default=())
     kernel_args: tuple[str, ...] = ()
-    files_url: str = ""
+    boot_url: str = ""
     provider_network: dict = field(default_factory=dict)
     selfservice_cidr: str = ""
     test_image: str = ""
@@ -157,14 +157,14 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         raise ConfigError(f"timezone: {tz!r} is not a time zone name like Europe/Berlin")
 
     svc = _map(data.get("service"), "service")
-    _only_keys(svc, {"url", "files_url"}, "service")
+    _only_keys(svc, {"url", "boot_url"}, "service")
     service_url = _url(svc.get("url"), "service.url").rstrip("/")
-    if svc.get("files_url") is not None:
-        files_url = _url(svc.get("files_url"), "service.files_url").rstrip("/")
+    if svc.get("boot_url") is not None:
+        boot_url = _url(svc.get("boot_url"), "service.boot_url").rstrip("/")
     else:
-        # `provisioner serve` puts the file server one port above the service
+        # `provisioner serve` puts the boot server one port above the service
         u = urlparse(service_url)
-        files_url = f"{u.scheme}://{u.hostname}:{(u.port or 80) + 1}"
+        boot_url = f"{u.scheme}://{u.hostname}:{(u.port or 80) + 1}"
 
     net = _map(data.get("network"), "network")
     _only_keys(net, {"cidr", "gateway", "nameservers"}, "network")
@@ -271,7 +271,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
             templates = Path(source).parent / templates
 
     site = Site(
-        name=name, domain=domain, timezone=tz, service_url=service_url, files_url=files_url, network=network,
+        name=name, domain=domain, timezone=tz, service_url=service_url, boot_url=boot_url, network=network,
         gateway=gateway, nameservers=nameservers, ntp_servers=ntp_servers,
         os_name=_str(osd.get("name", "CentOS Stream"), "os.name"), os_version=fill["version"],
         os_arch=fill["arch"], install_tree=install_tree, repos=tuple(repos),

@@ -60,7 +60,7 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
             f"dhcp-boot={not_ipxe}tag:efi-x86_64,{EFI_LOADER},,{server_ip}",
         ]
     if ipxe:
-        out.append(f"dhcp-boot=tag:ipxe,{site.service_url}/boot.ipxe")
+        out.append(f"dhcp-boot=tag:ipxe,{site.boot_url}/boot.ipxe")
     out.append("")
     out.append("# one line per registered NIC")
     for node in sorted(nodes, key=lambda n: n.spec.hostname):

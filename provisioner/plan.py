@@ -165,11 +165,20 @@ def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Nod
     return "\n".join(lines) + "\n"
 
 
+def _hook_files(hooks_dir: Path) -> list[Path]:
+    return sorted(p for p in hooks_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def hooks_version(hooks_dir: Path = HOOKS_DIR) -> tuple:
+    """Changes whenever a file under hooks/ is added, removed or rewritten."""
+    return tuple((p.as_posix(), st.st_mtime_ns, st.st_size) for p in _hook_files(hooks_dir) for st in [p.stat()])
+
+
 def hooks_tarball(hooks_dir: Path = HOOKS_DIR) -> bytes:
     """hooks/ as a gzipped tar, the same bytes every time for the same files."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for path in sorted(p for p in hooks_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        for path in _hook_files(hooks_dir):
             rel = path.relative_to(hooks_dir).as_posix()
             info = tarfile.TarInfo(rel)
             info.size = path.stat().st_size

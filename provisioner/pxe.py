@@ -49,7 +49,7 @@ class Boot:
         site, spec = self.ctx.site, node.spec
         gateway = "" if site.gateway in (None, spec.ip) else site.gateway
         args = [
-            f"inst.ks={site.service_url}/ks/{spec.mac}",
+            f"inst.ks={site.boot_url}/ks/{spec.mac}",
             f"inst.repo={site.install_tree}",
             # bind the report's interface name to the NIC's MAC, then configure it statically
             f"ifname={spec.interface}:{spec.mac}",
@@ -62,8 +62,7 @@ class Boot:
     def render(self, kind: str, mac: str, asked: str, channel: str) -> BootAnswer:
         """kind: pxelinux | grub | ipxe."""
         d = self.decision(mac)
-        ctx = {"decision": d, "mac": mac, "node": d.node.spec if d.node else None,
-               "service_url": self.ctx.site.service_url}
+        ctx = {"decision": d, "mac": mac, "node": d.node.spec if d.node else None}
         if d.install:
             distro = self.ctx.site.distro
             ctx.update(self._kernel_locations(kind, distro))
@@ -74,7 +73,7 @@ class Boot:
         return BootAnswer(text, d)
 
     def _kernel_locations(self, kind: str, distro: str) -> dict:
-        base = self.ctx.site.files_url
+        base = self.ctx.site.boot_url
         http = {"kernel": f"{base}/boot/{distro}/vmlinuz", "initrd": f"{base}/boot/{distro}/initrd.img"}
         if kind in ("pxelinux", "ipxe"):
             return http     # lpxelinux and iPXE fetch over HTTP themselves
@@ -99,8 +98,7 @@ class Boot:
         if rel == "pxelinux.cfg/default":
             # reached only by a client whose per-MAC name we did not answer: boot from disk
             return Resolved(data=self.ctx.renderer.env.get_template("pxelinux.j2").render(
-                decision=Decision("local", "no per-MAC config asked", None), mac=None, node=None,
-                service_url=self.ctx.site.service_url).encode())
+                decision=Decision("local", "no per-MAC config asked", None), mac=None, node=None).encode())
         if rel.startswith("pxelinux.cfg/"):
             return Resolved(why="no such config (per-MAC names only)")
         if _GRUB_GENERIC.fullmatch(rel):

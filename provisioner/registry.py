@@ -284,6 +284,12 @@ class Registry:
             node = self._get_in(db, mac)
             return self._event_in(db, node.mac, type_, detail)
 
+    def host_entries(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(ip, hostname, aliases) of every node: what /etc/hosts needs, without building whole
+        nodes (every installing machine asks for it)."""
+        return [(r["ip"], r["hostname"], tuple(json.loads(r["aliases"])))
+                for r in self._conn().execute("SELECT ip, hostname, aliases FROM nodes")]
+
     def kickstart_fetched(self, mac: str) -> Node:
         """An armed node's installer fetched its kickstart: it is installing now."""
         with self._tx() as db:

@@ -78,8 +78,10 @@ class Renderer:
             "packages": self._packages(spec.roles),
             "root_password_hash": self.credentials.root_password_hash,
             "service_url": site.service_url,
-            "events_url": f"{site.service_url}/api/v1/nodes/{spec.mac}/events",
-            "hosts_url": f"{site.service_url}/hosts",
+            # what the installer itself fetches and reports goes to the boot server
+            "events_url": f"{site.boot_url}/api/v1/nodes/{spec.mac}/events",
+            "hosts_url": f"{site.boot_url}/hosts",
+            "hooks_url": f"{site.boot_url}/hooks.tar.gz",
             "install_token": node.install_token,
         }
 
@@ -120,12 +122,13 @@ class Renderer:
             "pesize_kib": storage.EXTENT_MIB * 1024,
         }
 
-    def hosts_file(self, nodes: list[Node]) -> str:
-        """/etc/hosts for the whole cluster (the report's config/hosts and 03-copy-hosts)."""
+    def hosts_file(self, entries: list[tuple[str, str, tuple[str, ...]]]) -> str:
+        """/etc/hosts for the whole cluster (the report's config/hosts and 03-copy-hosts), from
+        (ip, hostname, aliases) entries."""
         lines = ["127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
                  "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6",
                  f"# cluster {self.site.name}, from the provisioner's registry"]
-        for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)):
-            names = [f"{n.spec.hostname}.{self.site.domain}", n.spec.hostname, *n.spec.aliases]
-            lines.append(f"{n.spec.ip:<11} {' '.join(names)}")
+        for ip, hostname, aliases in sorted(entries, key=lambda e: ipaddress.IPv4Address(e[0])):
+            names = [f"{hostname}.{self.site.domain}", hostname, *aliases]
+            lines.append(f"{ip:<11} {' '.join(names)}")
         return "\n".join(lines) + "\n"

@@ -1,21 +1,30 @@
-"""Run the service: the Flask app under gunicorn, and the TFTP server beside it.
+"""Run the service as two processes: the boot plane, and the API under gunicorn.
 
-gunicorn's threaded workers hand kernels and initrds to the kernel with sendfile(2), so a boot
-storm's bulk transfers cost almost no Python time and kickstarts are not queued behind them.
-The master process loads the context first (so secrets are generated once, before any worker
-exists), then runs the TFTP server in a thread; each worker builds its own app after the fork,
-with its own SQLite connections.
+- The boot plane (this process): the TFTP server and the boot server (`bootsrv`), one loop each,
+  in threads. Everything a booting machine touches is here, so a boot storm of a thousand
+  machines is answered without a WSGI stack in the way and never waits behind an operator.
+- The API (a child process): the Flask app under gunicorn's threaded workers.
+
+The child is forked before any thread of ours starts. gunicorn forks its workers from it, later
+and again whenever one dies; a process that forks while another of its threads holds a lock
+(SQLite's, the logging module's) hands its children a lock nobody will ever release.
+The ports are bound before the fork, so a port in use is one clear error before anything runs.
+Every process opens its own SQLite connections; writers take turns on an flock (`registry`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+import traceback
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
 from provisioner.app import create_app, open_context
-from provisioner.filesrv import FileServer
+from provisioner.bootsrv import BootServer
 from provisioner.tftp import TftpServer
 
 log = logging.getLogger(__name__)
@@ -36,16 +45,16 @@ class _Service(BaseApplication):
 
 def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int | None = None,
                   threads: int = 16, tftp: tuple[str, int] | None = None,
-                  files: tuple[str, int] | None = None) -> None:
+                  boot: tuple[str, int] | None = None) -> None:
     ctx = open_context(state_dir, site)          # secrets and site nodes, once, before the fork
-    boot = ctx.boot
-    tftp_server = TftpServer(boot.tftp_resolve, *tftp).start() if tftp else None
-    file_server = FileServer(boot.file_resolve, *files).start() if files else None
+    servers = []
     notes = ""
-    if file_server:
-        notes += f", files http://{file_server.host}:{file_server.port}/"
-    if tftp_server:
-        notes += f", tftp://{tftp_server.host}:{tftp_server.port}/"
+    if boot:
+        servers.append(BootServer(ctx.node_http.answer, *boot))
+        notes += f", boot http://{servers[-1].host}:{servers[-1].port}/"
+    if tftp:
+        servers.append(TftpServer(ctx.boot.tftp_resolve, *tftp))
+        notes += f", tftp://{servers[-1].host}:{servers[-1].port}/"
     print(f"provisioner: serving http://{host}:{port}/{notes} "
           f"(state {state_dir}; admin token: provisioner token)", flush=True)
     options = {
@@ -62,10 +71,44 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
         "loglevel": "warning",
         "proc_name": "provisioner",
     }
+    sys.stdout.flush()
+    sys.stderr.flush()
+    api = os.fork()
+    if api == 0:
+        for server in servers:
+            server.close()
+        os._exit(_run_api(state_dir, site, options))
+
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        try:
+            os.kill(api, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for server in servers:
+        server.start()
+    try:
+        _, status = os.waitpid(api, 0)      # retried after each signal (PEP 475)
+    finally:
+        for server in servers:
+            server.stop()
+    code = os.waitstatus_to_exitcode(status)
+    if code and not stopping:
+        raise SystemExit(f"provisioner: the API process ended with status {code}; stopping")
+
+
+def _run_api(state_dir: Path, site, options: dict) -> int:
     try:
         _Service(state_dir, site, options).run()
-    finally:
-        if tftp_server:
-            tftp_server.stop()
-        if file_server:
-            file_server.stop()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0

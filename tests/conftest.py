@@ -61,15 +61,15 @@ def live_server(state_dir, tmp_path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    port, files = free_port(), free_port()
+    port, boot = free_port(), free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state_dir), "serve",
-                                 "--http", f"127.0.0.1:{port}", "--files", f"127.0.0.1:{files}", "--no-tftp"],
+                                 "--http", f"127.0.0.1:{port}", "--boot", f"127.0.0.1:{boot}", "--no-tftp"],
                                 stdout=out, stderr=subprocess.STDOUT)
     url = LiveServer(f"http://127.0.0.1:{port}")
     url.log = log
-    url.files = f"http://127.0.0.1:{files}"
+    url.boot = f"http://127.0.0.1:{boot}"
     deadline = time.monotonic() + 30
     while True:
         try:

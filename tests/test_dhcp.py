@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from provisioner.config import load_site
 from provisioner.dhcp import dnsmasq_config
 from tests.netns import can_make_namespaces, namespaces
 
@@ -29,7 +28,7 @@ def test_config_lines(registry, site):
     assert "dhcp-host=52:54:00:0c:01:01,ignore" in text   # compute1's public NIC
     assert "dhcp-boot=tag:!ipxe,tag:!efi-x86_64,lpxelinux.0,,192.168.0.254" in text
     assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,grubx64.efi,,192.168.0.254" in text
-    assert "dhcp-boot=tag:ipxe,http://192.168.0.254:8080/boot.ipxe" in text
+    assert "dhcp-boot=tag:ipxe,http://192.168.0.254:8081/boot.ipxe" in text
     proxy = dnsmasq_config(site, registry.list(), proxy=True)
     assert "dhcp-range=192.168.0.0,proxy,255.255.255.0" in proxy and "static" not in proxy
     assert 'pxe-service=tag:!ipxe,x86PC,"Network install (BIOS)",lpxelinux,192.168.0.254' in proxy
@@ -83,7 +82,7 @@ def test_a_real_client_gets_its_address_and_boot_file(tmp_path, registry, site):
                 "192.168.0.2", "192.168.0.254", "lpxelinux.0", "192.168.0.1")
             # iPXE announces itself in option 77 and is sent to the HTTP script
             ipxe = _lease(known, tmp_path, "-x", "0x4d:69505845")
-            assert ipxe["boot_file"] == "http://192.168.0.254:8080/boot.ipxe"
+            assert ipxe["boot_file"] == "http://192.168.0.254:8081/boot.ipxe"
             # a UEFI x86-64 client (option 93 = 7) gets GRUB
             efi = _lease(known, tmp_path, "-x", "0x5d:0007")
             assert efi["boot_file"] == "grubx64.efi"

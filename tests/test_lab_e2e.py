@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.netns import can_make_namespaces, namespaces
 
@@ -58,7 +57,7 @@ def test_the_five_node_testbed_installs_and_boots_from_disk(tmp_path):
         ns.run("libvirtd", "-d", "-p", str(tmp_path / "libvirtd.pid"))
         serve_log = open(tmp_path / "serve.log", "w")
         service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
-                            "--http", "0.0.0.0:8080", "--files", "0.0.0.0:8081", "--tftp", "0.0.0.0:69"],
+                            "--http", "0.0.0.0:8080", "--boot", "0.0.0.0:8081", "--tftp", "0.0.0.0:69"],
                            stdout=serve_log, stderr=subprocess.STDOUT)
         try:
             up = cli(state, "lab", "up", "--uri", "qemu:///system", "--work-dir", str(work), "--no-watch",

@@ -10,9 +10,7 @@ import sys
 import time
 
 import pytest
-import requests
 
-from provisioner.config import load_site
 from tests.bootimage import MARKER, build_initrd, debian_kernel, have_boot_tools
 from tests.conftest import make_tree
 from tests.netns import can_make_namespaces, namespaces
@@ -76,7 +74,7 @@ def test_qemu_pxe_boots_through_the_service_to_the_installer_command_line(tmp_pa
                      or qemu.poll() is not None, 300, "the initrd's command line on the serial console")
             text = console.read_text(errors="replace")
             line = next(ln for ln in text.splitlines() if ln.startswith(MARKER))
-            assert f"inst.ks=http://192.168.0.254:8080/ks/{MAC}" in line
+            assert f"inst.ks=http://192.168.0.254:8081/ks/{MAC}" in line   # the boot server
             assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:eth1:none" in line
             assert f"BOOTIF=01-{MAC.replace(':', '-')}" in line
         finally:

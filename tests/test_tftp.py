@@ -89,7 +89,7 @@ def test_per_mac_pxelinux_config_says_install_for_an_armed_node(tftp, imported, 
     text = res.data.decode()
     assert "DEFAULT install" in text
     assert "KERNEL http://192.168.0.254:8081/boot/centos-stream-9-x86_64/vmlinuz" in text
-    assert "inst.ks=http://192.168.0.254:8080/ks/52:54:00:0c:00:02" in text
+    assert "inst.ks=http://192.168.0.254:8081/ks/52:54:00:0c:00:02" in text
     assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:eth1:none" in text
     assert "ifname=eth1:52:54:00:0c:00:02" in text
     assert "inst.repo=http://mirror.stream.centos.org/9-stream/BaseOS/x86_64/os/" in text
@@ -99,7 +99,7 @@ def test_per_mac_pxelinux_config_says_install_for_an_armed_node(tftp, imported, 
 
 def test_per_mac_grub_config_for_uefi(tftp):
     text = fetch(addr(tftp), "grub/grub.cfg-01-52-54-00-0c-00-05").data.decode()
-    assert "linux /boot/centos-stream-9-x86_64/vmlinuz inst.ks=http://192.168.0.254:8080/ks/52:54:00:0c:00:05" in text
+    assert "linux /boot/centos-stream-9-x86_64/vmlinuz inst.ks=http://192.168.0.254:8081/ks/52:54:00:0c:00:05" in text
     assert "initrd /boot/centos-stream-9-x86_64/initrd.img" in text
     generic = fetch(addr(tftp), "grub/grub.cfg").data.decode()
     assert "configfile ${prefix}/grub.cfg-01-${net_default_mac}" in generic

@@ -1,16 +1,18 @@
-"""A static file server for kernels and initrds: one non-blocking loop, sendfile(2), no threads.
+"""The boot server: the HTTP port machines are sent to. One non-blocking loop, no threads.
 
-In a boot storm every machine pulls tens of megabytes at once. Served by the WSGI workers, each
-transfer holds a worker thread for its whole length and kickstarts queue behind them; here a
-transfer is a few sendfile calls driven by one selector loop, as nginx does it, and the WSGI
-workers stay free for kickstarts and the API. GET and HEAD only, one byte range at most,
-`Connection: close` after every answer.
+In a boot storm every machine pulls tens of megabytes at once, then asks for its kickstart and
+reports back twice. Kernels and initrds go out with sendfile(2), a few calls per transfer, as
+nginx sends them; kickstarts and callbacks are answered inline from `node_http` (under a
+millisecond each), without a WSGI stack around them, so they do not queue behind the operators'
+API. GET, HEAD and POST with a Content-Length, one byte range at most, `Connection: close` after
+every answer.
 """
 
 from __future__ import annotations
 
 import email.utils
 import errno
+from http import HTTPStatus
 import logging
 import os
 import re
@@ -20,12 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote
 
 from provisioner.background import BackgroundServer
+from provisioner.node_http import Reply
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER = 16 * 1024
+MAX_BODY = 1024 * 1024          # as the service port's limit: callbacks carry a log tail at most
 IDLE_TIMEOUT = 60.0
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -42,12 +47,13 @@ class _Conn:
     last: float = field(default_factory=time.monotonic)
 
 
-class FileServer(BackgroundServer):
-    thread_name = "files"
+class BootServer(BackgroundServer):
+    thread_name = "boot-http"
 
-    def __init__(self, resolve: Callable[[str], Path | None], host: str, port: int, backlog: int = 4096):
+    def __init__(self, answer: Callable[[str, str, bytes, str | None], Reply], host: str, port: int,
+                 backlog: int = 4096):
         super().__init__()
-        self.resolve = resolve
+        self.answer = answer
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -70,7 +76,7 @@ class FileServer(BackgroundServer):
                         else:
                             self._write(key.data)
                     except Exception:   # one connection's trouble never stops the loop
-                        log.exception("files: unexpected error")
+                        log.exception("boot http: unexpected error")
                         if key.data is not None:
                             self._close(key.data)
                 if time.monotonic() - last_sweep > 5:
@@ -90,7 +96,7 @@ class FileServer(BackgroundServer):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:   # e.g. too many open files: keep serving the ones we have
-                log.warning("files: accept failed: %s", e)
+                log.warning("boot http: accept failed: %s", e)
                 return
             sock.setblocking(False)
             self._sel.register(sock, selectors.EVENT_READ, _Conn(sock, peer))
@@ -112,25 +118,43 @@ class FileServer(BackgroundServer):
             if len(c.inbuf) > MAX_HEADER:
                 self._respond(c, 431, "header too large")
             return
-        head = c.inbuf.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        lines = head.split("\r\n")
+        head, _, body = c.inbuf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             self._respond(c, 400, "bad request line")
             return
         method, target = parts[0], parts[1]
-        if method not in ("GET", "HEAD"):
-            self._respond(c, 405, "GET and HEAD only")
+        if method not in ("GET", "HEAD", "POST"):
+            self._respond(c, 405, "GET, HEAD and POST only")
             return
         headers = {}
         for line in lines[1:]:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
-        path = self.resolve(target.split("?", 1)[0])
-        if path is None:
-            self._respond(c, 404, "not found")
+        if "transfer-encoding" in headers:
+            self._respond(c, 411, "a body needs Content-Length")
             return
-        self._send_file(c, path, method == "HEAD", headers.get("range"))
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._respond(c, 413 if length > MAX_BODY else 400, "body too large" if length > 0 else "bad Content-Length")
+            return
+        if len(body) < length:
+            return      # the rest of the body is still on its way
+        self._sel.modify(c.sock, selectors.EVENT_WRITE, c)   # no more reading: the answer follows
+        try:
+            reply = self.answer(method, unquote(target.split("?", 1)[0]), body[:length], headers.get("authorization"))
+        except Exception:   # one request's trouble is that request's 500, never the loop's
+            log.exception("boot http: %s %s failed", method, target[:200])
+            reply = Reply.text("internal error\n", 500)
+        if reply.path is not None:
+            self._send_file(c, reply.path, method == "HEAD", headers.get("range"))
+        else:
+            c.outbuf = _head(reply.status, reply.content_type, len(reply.body)) + (
+                b"" if method == "HEAD" else reply.body)
 
     def _send_file(self, c: _Conn, path: Path, head_only: bool, range_header: str | None) -> None:
         try:
@@ -155,21 +179,16 @@ class FileServer(BackgroundServer):
             status = 206
         length = end - start + 1 if size else 0
         extra = f"Content-Range: bytes {start}-{end}/{size}\r\n" if status == 206 else ""
-        c.outbuf = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Partial Content'}\r\n"
-                    f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n"
-                    f"Accept-Ranges: bytes\r\n{extra}"
-                    f"Last-Modified: {email.utils.formatdate(st.st_mtime, usegmt=True)}\r\n"
-                    f"Connection: close\r\nServer: provisioner\r\n\r\n").encode()
+        c.outbuf = _head(status, "application/octet-stream", length, f"Accept-Ranges: bytes\r\n{extra}"
+                         f"Last-Modified: {email.utils.formatdate(st.st_mtime, usegmt=True)}\r\n")
         if head_only:
             os.close(fd)
         else:
             c.fd, c.offset, c.remaining = fd, start, length
-        self._sel.modify(c.sock, selectors.EVENT_WRITE, c)
 
     def _respond(self, c: _Conn, status: int, reason: str, extra: str = "") -> None:
         body = f"{reason}\n".encode()
-        c.outbuf = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                    f"{extra}Connection: close\r\n\r\n").encode() + body
+        c.outbuf = _head(status, "text/plain; charset=utf-8", len(body), extra) + body
         self._sel.modify(c.sock, selectors.EVENT_WRITE, c)
 
     def _write(self, c: _Conn) -> None:
@@ -190,7 +209,7 @@ class FileServer(BackgroundServer):
             return
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET):
-                log.info("files %s: %s", c.peer[0], e)
+                log.info("boot http %s: %s", c.peer[0], e)
             self._close(c)
             return
         if not c.outbuf and (c.fd is None or c.remaining <= 0):
@@ -215,3 +234,12 @@ class FileServer(BackgroundServer):
         except OSError:
             pass
         c.sock.close()
+
+
+def _head(status: int, content_type: str, length: int, extra: str = "") -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+            f"{extra}Connection: close\r\nServer: provisioner\r\n\r\n").encode()

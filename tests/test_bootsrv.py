@@ -6,14 +6,14 @@ import threading
 import pytest
 import requests
 
-from provisioner.filesrv import FileServer
+from provisioner.bootsrv import BootServer
 
 
 @pytest.fixture
 def files(app, imported, state_dir):
     (state_dir / "bootfiles").mkdir(exist_ok=True)
     (state_dir / "bootfiles" / "ipxe.efi").write_bytes(b"MZ" + bytes(range(256)) * 10)
-    server = FileServer(app.extensions["provisioner"].boot.file_resolve, "127.0.0.1", 0).start()
+    server = BootServer(app.extensions["provisioner"].node_http.answer, "127.0.0.1", 0).start()
     yield f"http://127.0.0.1:{server.port}", imported
     server.stop()
 

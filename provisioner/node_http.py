@@ -1,0 +1,205 @@
+"""What machines ask for over HTTP while they boot and install, as plain functions of a request.
+
+Two front ends call `NodeHttp.answer`: the boot server (`bootsrv`, the port machines are sent
+to, one loop for kernels, initrds, kickstarts and the installer's callbacks) and the Flask app
+(the same paths on the service port). So a path means the same thing on both, and this table is
+the one place to look for what a booting machine is told over HTTP. The boot decision itself
+is `lifecycle.decide`, rendered by `pxe.Boot`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from provisioner.auth import parse_bearer, token_matches
+from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
+from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.nodes import InvalidNode
+from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
+from provisioner.registry import Conflict, Forbidden, RegistryError
+
+log = logging.getLogger(__name__)
+
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    path: Path | None = None        # a file to send instead of `body` (kernels, initrds, loaders)
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> Reply:
+        return cls(status, text.encode())
+
+    @classmethod
+    def json(cls, obj: object, status: int = 200) -> Reply:
+        return cls(status, json.dumps(obj).encode() + b"\n", "application/json")
+
+    @classmethod
+    def error(cls, e: RegistryError) -> Reply:
+        """The API's error shape, for the callbacks that share the API's path."""
+        body = {"error": e.error, "detail": e.detail}
+        if e.field:
+            body["field"] = e.field
+        return cls.json(body, e.status)
+
+
+_MAC = r"(?P<mac>[^/]+)"
+
+
+class NodeHttp:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.boot = ctx.boot
+        self._hooks: tuple[object, bytes] = (None, b"")
+        # (method, path pattern, handler(match, body, authorization))
+        self.routes: list[tuple[str, re.Pattern, Callable[..., Reply]]] = [
+            ("GET", re.compile(rf"/ks/{_MAC}"), self.kickstart),
+            ("POST", re.compile(rf"/api/v1/nodes/{_MAC}/events"), self.event),
+            ("GET", re.compile(r"/hosts"), self.hosts),
+            ("GET", re.compile(r"/hooks\.tar\.gz"), self.hooks),
+            ("GET", re.compile(r"/boot\.ipxe"), self.boot_ipxe),
+            ("GET", re.compile(rf"/ipxe/{_MAC}"), self.ipxe),
+            ("GET", re.compile(rf"/pxelinux\.cfg/01-{_MAC}"), self.loader_config),
+            ("GET", re.compile(rf"/grub/grub\.cfg-01-{_MAC}"), self.loader_config),
+            ("GET", re.compile(r"/(?:boot|bootfiles)/.+"), self.static_file),
+        ]
+
+    def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None) -> Reply:
+        """HEAD is answered as GET; the front end drops the body."""
+        method = "GET" if method == "HEAD" else method
+        allowed = False
+        for want, pattern, handler in self.routes:
+            m = pattern.fullmatch(path)
+            if m:
+                if want == method:
+                    return handler(m, body, authorization)
+                allowed = True
+        return Reply.text("method not allowed\n", 405) if allowed else Reply.text("not found\n", 404)
+
+    # -- the installer --------------------------------------------------------------------------
+
+    def kickstart(self, m: re.Match, body: bytes, authorization: str | None) -> Reply:
+        asked = m.group(0)
+        mac = self._mac(m, asked)
+        if mac is None:
+            return Reply.text("not a MAC address\n", 400)
+        registry = self.ctx.registry
+        node = registry.find(mac)
+        if node is None:
+            log.info("boot http %s: asked %s, answered 404: not registered", mac, asked)
+            return Reply.text(f"no node has MAC {mac}\n", 404)
+        try:
+            node = registry.kickstart_fetched(node.mac)
+        except Conflict as e:
+            # an installed machine must never be handed an installer's instructions again
+            log.info("boot http %s (%s): asked %s, answered 409: %s", mac, node.hostname, asked, e.detail)
+            return Reply.text(f"{e.detail}\n", 409)
+        text = self.ctx.renderer.kickstart(node)
+        log.info("boot http %s (%s): asked %s, answered kickstart: now installing", mac, node.hostname, asked)
+        return Reply.text(text)
+
+    def event(self, m: re.Match, body: bytes, authorization: str | None) -> Reply:
+        """A kickstart's callback or a first-boot step report. Authenticated by the node's
+        install token, not the admin token."""
+        try:
+            return Reply.json(self._event(m.group("mac"), body, parse_bearer(authorization)).public())
+        except RegistryError as e:
+            return Reply.error(e)
+
+    def _event(self, mac_text: str, body: bytes, token: str | None):
+        registry = self.ctx.registry
+        try:
+            mac = canonical_mac(mac_text)
+        except InvalidMAC as e:
+            raise InvalidNode(str(e), "mac") from None
+        node = registry.get(mac)
+        if not token_matches(token, node.install_token):
+            raise Forbidden(f"wrong or missing install token for {node.hostname}")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InvalidNode("the body must be a JSON object (Content-Type: application/json)")
+        extra = sorted(set(data) - {"type", "detail"})
+        if extra:
+            raise InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
+        type_ = data.get("type")
+        if type_ == "step":
+            return self._step_report(node, token, data.get("detail"))
+        if type_ not in CALLBACKS:
+            raise InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}, step", "type")
+        detail = data.get("detail")
+        if isinstance(detail, str) and len(detail) > DETAIL_MAX:
+            detail = "[...]" + detail[-DETAIL_MAX:]
+        return registry.callback(node.mac, token, type_, detail)
+
+    def _step_report(self, node, token: str | None, detail: object):
+        mine = [s.id for s in load_plan().for_roles(node.spec.roles)]
+        if not isinstance(detail, dict) or set(detail) - {"step", "status", "output"}:
+            raise InvalidNode("detail: a step report is {\"step\", \"status\", \"output\"}", "detail")
+        if detail.get("step") not in mine:
+            raise InvalidNode(f"detail.step: {detail.get('step')!r} is not in {node.hostname}'s plan", "detail")
+        if detail.get("status") not in STEP_STATUSES:
+            raise InvalidNode(f"detail.status: must be one of {', '.join(STEP_STATUSES)}", "detail")
+        output = detail.get("output", "")
+        if not isinstance(output, str):
+            raise InvalidNode("detail.output: must be text", "detail")
+        clean = {"step": detail["step"], "status": detail["status"], "output": output[-DETAIL_MAX:]}
+        return self.ctx.registry.step_report(node.mac, token, clean, mine)
+
+    def hosts(self, *_) -> Reply:
+        return Reply.text(self.ctx.renderer.hosts_file(self.ctx.registry.host_entries()))
+
+    def hooks(self, *_) -> Reply:
+        """The role steps and their runner, installed by every kickstart's %post. Built again only
+        when a file under hooks/ changed: every installing machine asks for it."""
+        version = hooks_version()
+        if self._hooks[0] != version:
+            self._hooks = (version, hooks_tarball())
+        return Reply(200, self._hooks[1], "application/gzip")
+
+    # -- boot loaders ---------------------------------------------------------------------------
+
+    def boot_ipxe(self, *_) -> Reply:
+        env = self.ctx.renderer.env
+        return Reply.text(env.get_template("boot.ipxe.j2").render(boot_url=self.ctx.site.boot_url))
+
+    def ipxe(self, m: re.Match, *_) -> Reply:
+        mac = self._mac(m, m.group(0))
+        if mac is None:
+            return Reply.text("#!ipxe\necho not a MAC address\nexit\n", 400)
+        return Reply.text(self.boot.render("ipxe", mac, m.group(0), "http").text)
+
+    def loader_config(self, m: re.Match, *_) -> Reply:
+        """The configs TFTP serves, over HTTP too (for loaders that fetch configs by HTTP)."""
+        kind = "grub" if m.group(0).startswith("/grub/") else "pxelinux"
+        mac = self._mac(m, m.group(0))
+        if mac is None:
+            return Reply.text("not found\n", 404)
+        return Reply.text(self.boot.render(kind, mac, m.group(0), "http").text)
+
+    def static_file(self, m: re.Match, *_) -> Reply:
+        """Kernels, initrds and loaders, by the same rules as over TFTP."""
+        path = self.boot.file_resolve(m.group(0))
+        if path is None:
+            return Reply.text("not found\n", 404)
+        return Reply(200, content_type="application/octet-stream", path=path)
+
+    @staticmethod
+    def _mac(m: re.Match, asked: str) -> str | None:
+        try:
+            return canonical_mac(m.group("mac"))
+        except InvalidMAC as e:
+            log.info("boot http %r: asked %s, answered 400: %s", m.group("mac")[:60], asked[:200], e)
+            return None
+
