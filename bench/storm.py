@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -206,14 +207,17 @@ async def boot_one(loop, stack: dict, mac: str, token: str | None, ks_times: lis
         if status != 200:
             raise RuntimeError(f"{path}: HTTP {status}")
     t0 = time.perf_counter()
-    status, ks = await http(stack["http"], "GET", f"/ks/{mac}")
+    status, ks = await http(stack["ks"], "GET", f"/ks/{mac}")
     ks_times.append(time.perf_counter() - t0)
     if status != 200:
         raise RuntimeError(f"/ks/{mac}: HTTP {status}")
-    if token is None:   # ours: the token is in the kickstart, as Anaconda would have it
+    events_port = stack["events"]
+    if token is None:   # ours: the token and the callback URL are in the kickstart, as Anaconda has them
         token = ks.split(b"PROVISIONER_TOKEN='", 1)[1].split(b"'", 1)[0].decode()
+        events_url = ks.split(b"PROVISIONER_EVENTS='", 1)[1].split(b"'", 1)[0].decode()
+        events_port = urlsplit(events_url).port
     for kind in ("installing", "installed"):
-        status, _ = await http(stack["http"], "POST", f"/api/v1/nodes/{mac}/events",
+        status, _ = await http(events_port, "POST", f"/api/v1/nodes/{mac}/events",
                                json.dumps({"type": kind, "detail": "storm"}).encode(),
                                {"Authorization": f"Bearer {token}"})
         if status != 200:
@@ -232,7 +236,7 @@ async def storm(stack: dict, macs: list[str]) -> dict:
         except Exception as e:  # a failed boot is counted, not fatal to the storm
             failures.append(f"{mac}: {e}")
 
-    probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("probe.py")), str(stack["http"]),
+    probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("probe.py")), str(stack["ks"]),
                               stack["probe_mac"]], stdout=subprocess.PIPE, text=True)
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -269,8 +273,8 @@ def cli(state: Path, site: Path, *args: str) -> str:
 
 
 def start_ours(work: Path, n: int, tree: Path) -> tuple[subprocess.Popen, dict, list[str]]:
-    http_port, files_port, tftp_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    site = bench_site(work, f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{files_port}")
+    http_port, boot_port, tftp_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    site = bench_site(work, f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{boot_port}")
     state = work / "state"
     every = register_nodes(state, site, n)
     macs, probe_mac = every[:n], every[n]
@@ -278,16 +282,21 @@ def start_ours(work: Path, n: int, tree: Path) -> tuple[subprocess.Popen, dict, 
     cli(state, site, "distro", "import", "--from", str(tree))
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
                              "serve", "--http", f"127.0.0.1:{http_port}", "--tftp", f"127.0.0.1:{tftp_port}",
-                             "--boot", f"127.0.0.1:{files_port}", *SERVE_ARGS],
+                             "--boot", f"127.0.0.1:{boot_port}", *SERVE_ARGS],
                             stdout=subprocess.DEVNULL, stderr=open(work / "service.log", "w"))
     wait_tcp(http_port)
+    wait_tcp(boot_port)
     # let every worker finish booting before the clock starts: a few requests reach them all
     for _ in range(20):
         asyncio.run(http(http_port, "GET", "/hosts"))
+    # the machines go where their pxelinux config sends them, as real ones do
+    status, config = asyncio.run(http(http_port, "GET", f"/pxelinux.cfg/01-{probe_mac.replace(':', '-')}"))
+    ks_url = urlsplit(config.split(b"inst.ks=", 1)[1].split()[0].decode())
     time.sleep(1)
     distro = "centos-stream-9-x86_64"
-    return proc, {"http": http_port, "files": files_port, "tftp": tftp_port, "kernel": f"/boot/{distro}/vmlinuz",
-                  "initrd": f"/boot/{distro}/initrd.img", "probe_mac": probe_mac}, macs
+    return proc, {"http": http_port, "files": boot_port, "tftp": tftp_port, "ks": ks_url.port, "events": None,
+                  "kernel": f"/boot/{distro}/vmlinuz", "initrd": f"/boot/{distro}/initrd.img",
+                  "probe_mac": probe_mac}, macs
 
 
 def start_reference(work: Path, ours_work: Path, macs: list[str], probe_mac: str, tree: Path) -> tuple[list, dict]:
@@ -342,7 +351,8 @@ http {{
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_tcp(http_port)
     time.sleep(0.3)
-    return [tftpd, nginx], {"http": http_port, "files": http_port, "tftp": tftp_port, "kernel": "/boot/vmlinuz",
+    return [tftpd, nginx], {"http": http_port, "files": http_port, "tftp": tftp_port, "ks": http_port,
+                            "events": http_port, "kernel": "/boot/vmlinuz",
                             "initrd": "/boot/initrd.img", "token": "reference", "probe_mac": probe_mac}
 
 

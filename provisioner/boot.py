@@ -16,8 +16,9 @@ bp = Blueprint("boot", __name__)
 
 
 def answer() -> Response:
-    reply = current_app.extensions["provisioner"].node_http.answer(
-        request.method, request.path, request.get_data(), request.headers.get("Authorization"))
+    node_http = current_app.extensions["provisioner"].node_http
+    reply = node_http.answer(request.method, request.path, request.get_data(), request.headers.get("Authorization"))
+    node_http.after_round()     # here a round is one request
     return to_response(reply)
 
 

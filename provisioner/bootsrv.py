@@ -15,9 +15,11 @@ import errno
 from http import HTTPStatus
 import logging
 import os
+import queue
 import re
 import selectors
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 class _Conn:
     sock: socket.socket
     peer: tuple
+    sel: selectors.BaseSelector
     inbuf: bytes = b""
     outbuf: bytes = b""
     fd: int | None = None
@@ -51,9 +54,10 @@ class BootServer(BackgroundServer):
     thread_name = "boot-http"
 
     def __init__(self, answer: Callable[[str, str, bytes, str | None], Reply], host: str, port: int,
-                 backlog: int = 4096):
+                 backlog: int = 4096, after_round: Callable[[], None] | None = None):
         super().__init__()
         self.answer = answer
+        self.after_round = after_round      # e.g. write what a round of answers noted, in one go
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -62,15 +66,57 @@ class BootServer(BackgroundServer):
         self.host, self.port = self.sock.getsockname()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
+        # transfers move to a loop of their own: a sendfile(2) call copies megabytes, and a
+        # kickstart must not wait behind a thousand of them
+        self._bulk = selectors.DefaultSelector()
+        self._handoff: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._bulk.register(self._wake_r, selectors.EVENT_READ, None)
+        self._bulk_thread: threading.Thread | None = None
+
+    def start(self):
+        self._bulk_thread = threading.Thread(target=self._serve_bulk, name="boot-http-bulk", daemon=True)
+        self._bulk_thread.start()
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._bulk_thread:
+            self._bulk_thread.join(timeout=5)
+
+    def close(self) -> None:
+        super().close()
+        self._bulk.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def serve_forever(self) -> None:
+        """The request loop: accept, read, answer; small answers are sent from here."""
+        try:
+            self._loop(self._sel, self._accept, self.after_round)
+        finally:
+            self._sel.close()
+            self.sock.close()
+
+    def _serve_bulk(self) -> None:
+        try:
+            self._loop(self._bulk, self._take_handoffs)
+        finally:
+            self._bulk.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _loop(self, sel: selectors.BaseSelector, on_own_socket, after_round=None) -> None:
         last_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
-                for key, events in self._sel.select(timeout=0.5):
+                ready = sel.select(timeout=0.5)
+                for key, events in ready:
                     try:
                         if key.data is None:
-                            self._accept()
+                            on_own_socket()
                         elif events & selectors.EVENT_READ:
                             self._read(key.data)
                         else:
@@ -79,15 +125,40 @@ class BootServer(BackgroundServer):
                         log.exception("boot http: unexpected error")
                         if key.data is not None:
                             self._close(key.data)
+                if after_round and ready:
+                    try:
+                        after_round()
+                    except Exception:
+                        log.exception("boot http: after a round of requests")
                 if time.monotonic() - last_sweep > 5:
                     last_sweep = time.monotonic()
-                    self._sweep()
+                    self._sweep(sel)
         finally:
-            for key in list(self._sel.get_map().values()):
+            for key in list(sel.get_map().values()):
                 if key.data is not None:
                     self._close(key.data)
-            self._sel.close()
-            self.sock.close()
+
+    def _take_handoffs(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                c = self._handoff.get_nowait()
+            except queue.Empty:
+                return
+            c.sel = self._bulk
+            self._bulk.register(c.sock, selectors.EVENT_WRITE, c)
+
+    def _hand_off(self, c: _Conn) -> None:
+        self._sel.unregister(c.sock)
+        self._handoff.put(c)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass    # the pipe is full of wake-ups already
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -99,7 +170,7 @@ class BootServer(BackgroundServer):
                 log.warning("boot http: accept failed: %s", e)
                 return
             sock.setblocking(False)
-            self._sel.register(sock, selectors.EVENT_READ, _Conn(sock, peer))
+            self._sel.register(sock, selectors.EVENT_READ, _Conn(sock, peer, self._sel))
 
     def _read(self, c: _Conn) -> None:
         try:
@@ -144,7 +215,7 @@ class BootServer(BackgroundServer):
             return
         if len(body) < length:
             return      # the rest of the body is still on its way
-        self._sel.modify(c.sock, selectors.EVENT_WRITE, c)   # no more reading: the answer follows
+        c.sel.modify(c.sock, selectors.EVENT_WRITE, c)   # no more reading: the answer follows
         try:
             reply = self.answer(method, unquote(target.split("?", 1)[0]), body[:length], headers.get("authorization"))
         except Exception:   # one request's trouble is that request's 500, never the loop's
@@ -181,15 +252,16 @@ class BootServer(BackgroundServer):
         extra = f"Content-Range: bytes {start}-{end}/{size}\r\n" if status == 206 else ""
         c.outbuf = _head(status, "application/octet-stream", length, f"Accept-Ranges: bytes\r\n{extra}"
                          f"Last-Modified: {email.utils.formatdate(st.st_mtime, usegmt=True)}\r\n")
-        if head_only:
+        if head_only or not length:
             os.close(fd)
         else:
             c.fd, c.offset, c.remaining = fd, start, length
+            self._hand_off(c)
 
     def _respond(self, c: _Conn, status: int, reason: str, extra: str = "") -> None:
         body = f"{reason}\n".encode()
         c.outbuf = _head(status, "text/plain; charset=utf-8", len(body), extra) + body
-        self._sel.modify(c.sock, selectors.EVENT_WRITE, c)
+        c.sel.modify(c.sock, selectors.EVENT_WRITE, c)
 
     def _write(self, c: _Conn) -> None:
         c.last = time.monotonic()
@@ -215,15 +287,15 @@ class BootServer(BackgroundServer):
         if not c.outbuf and (c.fd is None or c.remaining <= 0):
             self._close(c)
 
-    def _sweep(self) -> None:
+    def _sweep(self, sel: selectors.BaseSelector) -> None:
         now = time.monotonic()
-        for key in list(self._sel.get_map().values()):
+        for key in list(sel.get_map().values()):
             if key.data is not None and now - key.data.last > IDLE_TIMEOUT:
                 self._close(key.data)
 
     def _close(self, c: _Conn) -> None:
         try:
-            self._sel.unregister(c.sock)
+            c.sel.unregister(c.sock)
         except (KeyError, ValueError):
             pass
         if c.fd is not None:

@@ -21,7 +21,8 @@ from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.nodes import InvalidNode
 from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
-from provisioner.registry import Conflict, Forbidden, RegistryError
+from provisioner.kscache import KickstartCache
+from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class NodeHttp:
     def __init__(self, ctx):
         self.ctx = ctx
         self.boot = ctx.boot
+        self.kickstarts = KickstartCache(ctx.registry, ctx.renderer)
         self._hooks: tuple[object, bytes] = (None, b"")
         # (method, path pattern, handler(match, body, authorization))
         self.routes: list[tuple[str, re.Pattern, Callable[..., Reply]]] = [
@@ -93,19 +95,23 @@ class NodeHttp:
         if mac is None:
             return Reply.text("not a MAC address\n", 400)
         registry = self.ctx.registry
-        node = registry.find(mac)
-        if node is None:
+        view = registry.install_view(mac)
+        if view is None:
             log.info("boot http %s: asked %s, answered 404: not registered", mac, asked)
             return Reply.text(f"no node has MAC {mac}\n", 404)
         try:
-            node = registry.kickstart_fetched(node.mac)
+            registry.kickstart_fetched(view)
         except Conflict as e:
             # an installed machine must never be handed an installer's instructions again
-            log.info("boot http %s (%s): asked %s, answered 409: %s", mac, node.hostname, asked, e.detail)
+            log.info("boot http %s (%s): asked %s, answered 409: %s", mac, view.hostname, asked, e.detail)
             return Reply.text(f"{e.detail}\n", 409)
-        text = self.ctx.renderer.kickstart(node)
-        log.info("boot http %s (%s): asked %s, answered kickstart: now installing", mac, node.hostname, asked)
-        return Reply.text(text)
+        body = self.kickstarts.get(view)
+        log.info("boot http %s (%s): asked %s, answered kickstart: now installing", mac, view.hostname, asked)
+        return Reply(200, body)
+
+    def after_round(self) -> None:
+        """Called by the boot server after each round of requests: write what they noted."""
+        self.ctx.registry.flush()
 
     def event(self, m: re.Match, body: bytes, authorization: str | None) -> Reply:
         """A kickstart's callback or a first-boot step report. Authenticated by the node's
@@ -121,9 +127,11 @@ class NodeHttp:
             mac = canonical_mac(mac_text)
         except InvalidMAC as e:
             raise InvalidNode(str(e), "mac") from None
-        node = registry.get(mac)
-        if not token_matches(token, node.install_token):
-            raise Forbidden(f"wrong or missing install token for {node.hostname}")
+        view = registry.install_view(mac)
+        if view is None:
+            raise NotFound(f"no node has MAC {mac}")
+        if not token_matches(token, view.row["install_token"]):
+            raise Forbidden(f"wrong or missing install token for {view.hostname}")
         try:
             data = json.loads(body)
         except ValueError:
@@ -135,13 +143,13 @@ class NodeHttp:
             raise InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
         type_ = data.get("type")
         if type_ == "step":
-            return self._step_report(node, token, data.get("detail"))
+            return self._step_report(view.node(), token, data.get("detail"))
         if type_ not in CALLBACKS:
             raise InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}, step", "type")
         detail = data.get("detail")
         if isinstance(detail, str) and len(detail) > DETAIL_MAX:
             detail = "[...]" + detail[-DETAIL_MAX:]
-        return registry.callback(node.mac, token, type_, detail)
+        return registry.callback(view.mac, token, type_, detail)
 
     def _step_report(self, node, token: str | None, detail: object):
         mine = [s.id for s in load_plan().for_roles(node.spec.roles)]

@@ -17,8 +17,9 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections import deque
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -144,6 +145,39 @@ class Node:
         }
 
 
+@dataclass(frozen=True)
+class InstallView:
+    """A node as a kickstart fetch sees it, read in one query: whether it is armed, and `key`,
+    every column its kickstart is rendered from (the description and the install token)."""
+    row: sqlite3.Row = field(repr=False)
+
+    @property
+    def mac(self) -> str:
+        return self.row["mac"]
+
+    @property
+    def hostname(self) -> str:
+        return self.row["hostname"]
+
+    @property
+    def state(self) -> str:
+        return self.row["state"]
+
+    @property
+    def netboot(self) -> bool:
+        return bool(self.row["netboot"])
+
+    @property
+    def key(self) -> tuple:
+        return tuple(self.row[c] for c in _KICKSTART_COLUMNS)
+
+    def node(self) -> Node:
+        return _row_to_node(self.row, None)
+
+
+_KICKSTART_COLUMNS = ("mac", "hostname", "ip", "interface", "aliases", "roles", "nics", "disk_bytes", "install_token")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -153,6 +187,7 @@ class Registry:
         self.path = Path(path)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._fetched: deque[tuple[int, str, str]] = deque()    # kickstart fetches not yet written
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         if not self.path.exists():
@@ -200,10 +235,12 @@ class Registry:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 db.execute("BEGIN IMMEDIATE")
+                written = self._write_fetched(db)
                 try:
                     yield db
                 except BaseException:
                     db.execute("ROLLBACK")
+                    self._fetched.extendleft(reversed(written))     # for the next transaction
                     raise
                 else:
                     db.execute("COMMIT")
@@ -290,37 +327,74 @@ class Registry:
         return [(r["ip"], r["hostname"], tuple(json.loads(r["aliases"])))
                 for r in self._conn().execute("SELECT ip, hostname, aliases FROM nodes")]
 
-    def kickstart_fetched(self, mac: str) -> Node:
-        """An armed node's installer fetched its kickstart: it is installing now."""
-        with self._tx() as db:
-            node = self._get_in(db, mac)
-            if not node.netboot:
-                raise Conflict(f"{node.hostname} is {node.state} and not armed for install; "
-                               "rebuild it to reinstall", "state")
-            if node.state != "installing":
-                db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=?", (now(), node.id))
-            self._event_in(db, node.mac, "kickstart", {"state": "installing"})
-        return self.get(mac)
+    def install_view(self, mac: str) -> InstallView | None:
+        """The node that owns this MAC, as a kickstart fetch needs it: one query, nothing decoded."""
+        row = self._conn().execute(
+            "SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?", (mac,)).fetchone()
+        return None if row is None else InstallView(row)
+
+    def armed_views(self) -> list[InstallView]:
+        return [InstallView(r) for r in self._conn().execute("SELECT * FROM nodes WHERE netboot = 1")]
+
+    def kickstart_fetched(self, view: InstallView) -> None:
+        """An armed node's installer fetched its kickstart: it is installing now.
+
+        Written with this process's next transaction, or by `flush`: the boot server flushes after
+        every round of requests, so a storm of fetches costs a commit per round, not one each.
+        Losing one in a crash loses only the early `installing` state; the installer's own
+        `installing` report sets it again."""
+        if not view.netboot:
+            raise Conflict(f"{view.hostname} is {view.state} and not armed for install; "
+                           "rebuild it to reinstall", "state")
+        self._fetched.append((view.row["id"], view.mac, now()))
+
+    def flush(self) -> None:
+        """Write the kickstart fetches noted so far."""
+        if self._fetched:
+            with self._tx():
+                pass
+
+    def _write_fetched(self, db: sqlite3.Connection) -> list[tuple[int, str, str]]:
+        written = []
+        while self._fetched:
+            node_id, mac, at = item = self._fetched.popleft()
+            # the fetch-time rule against the state now: an `installed` written meanwhile wins
+            db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=? AND netboot=1"
+                       " AND state != 'installing'", (at, node_id))
+            db.execute("INSERT INTO events (mac, at, type, detail) VALUES (?, ?, 'kickstart', ?)",
+                       (mac, at, json.dumps({"state": "installing"})))
+            written.append(item)
+        return written
 
     def callback(self, mac: str, token: str | None, type_: str, detail: object) -> Node:
         """A kickstart callback, authenticated by the node's install token."""
         from provisioner.lifecycle import CALLBACKS
         with self._tx() as db:
-            node = self._get_in(db, mac)
+            row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
+                             (mac,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node has MAC {mac}")
+            node = _row_to_node(row, None)
             if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
                 raise Forbidden(f"wrong or missing install token for {node.hostname}")
             sources, target, disarm = CALLBACKS[type_]
             if node.state == target and type_ == "installed":
-                return node   # a retried report: already done
-            if node.state not in sources:
+                retried = True      # a retried report: already done
+            elif node.state not in sources:
                 raise Conflict(f"{node.hostname} is {node.state}; a '{type_}' report cannot follow that",
                                "type")
-            db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
-                       (target, 0 if disarm else int(node.netboot), now(), node.id))
-            self._event_in(db, node.mac, type_, detail)
+            else:
+                retried = False
+                netboot, at = (False if disarm else node.netboot), now()
+                db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
+                           (target, int(netboot), at, node.id))
+                event = self._event_in(db, node.mac, type_, detail)
+        if retried:
+            return self.get(mac)
         log.info("%s (%s) reported %s: now %s%s", node.hostname, node.mac, type_, target,
                  ", netboot disarmed" if disarm else "")
-        return self.get(mac)
+        # the node as written, without reading it back: every installer sends two of these
+        return replace(node, state=target, netboot=netboot, updated_at=at, last_event=event)
 
     def events_since_install(self, mac: str) -> list[Event]:
         """The node's events after its last `installed` report (first-boot step reports)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,8 +60,18 @@ class Renderer:
         self.site = site
         self.credentials = credentials
         self.env = make_environment(site, auto_reload)
+        self._version: tuple = ()
+        self._version_at = -1.0
         self._storage = lru_cache(maxsize=None)(self._storage_context)
         self._packages = lru_cache(maxsize=None)(lambda roles: tuple(site.packages_for(roles)))
+
+    def templates_version(self) -> tuple:
+        """Changes when a template is edited, added or removed; looked at once a second at most."""
+        if time.monotonic() - self._version_at > 1.0:
+            self._version = tuple((str(p), p.stat().st_mtime_ns) for d in template_dirs(self.site)
+                                  if d.is_dir() for p in sorted(d.rglob("*")) if p.is_file())
+            self._version_at = time.monotonic()
+        return self._version
 
     def kickstart(self, node: Node) -> str:
         return self.env.get_template(KICKSTART_TEMPLATE).render(self.kickstart_context(node))

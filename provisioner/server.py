@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
     servers = []
     notes = ""
     if boot:
-        servers.append(BootServer(ctx.node_http.answer, *boot))
+        servers.append(BootServer(ctx.node_http.answer, *boot, after_round=ctx.node_http.after_round))
         notes += f", boot http://{servers[-1].host}:{servers[-1].port}/"
     if tftp:
         servers.append(TftpServer(ctx.boot.tftp_resolve, *tftp))
@@ -93,11 +94,16 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
     signal.signal(signal.SIGINT, stop)
     for server in servers:
         server.start()
+    warm = threading.Event()
+    if boot:
+        ctx.node_http.kickstarts.keep_warm(warm)
     try:
         _, status = os.waitpid(api, 0)      # retried after each signal (PEP 475)
     finally:
+        warm.set()
         for server in servers:
             server.stop()
+        ctx.registry.flush()
     code = os.waitstatus_to_exitcode(status)
     if code and not stopping:
         raise SystemExit(f"provisioner: the API process ended with status {code}; stopping")
