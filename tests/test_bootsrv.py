@@ -1,19 +1,24 @@
-"""The kernel/initrd file server: sendfile, ranges, HEAD, and bad requests that stop nothing."""
+"""The boot server: files by sendfile (ranges, HEAD), kickstarts and callbacks from the same table
+as the service port, and bad requests that stop nothing."""
 
+import json
 import socket
 import threading
+import time
 
 import pytest
 import requests
 
 from provisioner.bootsrv import BootServer
+from tests.conftest import db_dump
 
 
 @pytest.fixture
 def files(app, imported, state_dir):
     (state_dir / "bootfiles").mkdir(exist_ok=True)
     (state_dir / "bootfiles" / "ipxe.efi").write_bytes(b"MZ" + bytes(range(256)) * 10)
-    server = BootServer(app.extensions["provisioner"].node_http.answer, "127.0.0.1", 0).start()
+    node_http = app.extensions["provisioner"].node_http
+    server = BootServer(node_http.answer, "127.0.0.1", 0, after_round=node_http.after_round).start()
     yield f"http://127.0.0.1:{server.port}", imported
     server.stop()
 
@@ -97,3 +102,115 @@ def test_clients_that_vanish_mid_transfer_and_many_at_once(files):
     for t in threads:
         t.join()
     assert got == [True] * 50
+
+
+# -- what installers ask for: kickstarts and callbacks, on this loop -----------------------------
+
+MAC = "52:54:00:0c:00:02"       # compute2 in the embedded site
+
+
+def raw(url: str, data: bytes, pause: float = 0.0) -> bytes:
+    """Send `data` (in two halves, `pause` apart, if asked) and read the whole answer."""
+    s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10)
+    if pause:
+        s.sendall(data[:len(data) // 2])
+        time.sleep(pause)
+        s.sendall(data[len(data) // 2:])
+    else:
+        s.sendall(data)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return out
+
+
+def post(url: str, mac: str, body: bytes, token: str | None, pause: float = 0.0, extra: str = "") -> tuple[int, bytes]:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    out = raw(url, (f"POST /api/v1/nodes/{mac}/events HTTP/1.1\r\nHost: x\r\n{auth}{extra}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body, pause)
+    head, _, payload = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+def test_the_kickstart_is_the_service_ports_and_marks_the_node_installing(files, client):
+    url, _ = files
+    r = requests.get(f"{url}/ks/{MAC}", timeout=10)
+    assert r.status_code == 200 and "Table 1" in r.text
+    # the same bytes as the Flask side renders; the fetch reaches the registry with the round
+    deadline = time.monotonic() + 2
+    while client.get(f"/api/v1/nodes/{MAC}").get_json()["state"] != "installing":
+        assert time.monotonic() < deadline, "the fetch was never written"
+        time.sleep(0.01)
+    assert client.get(f"/ks/{MAC}").get_data(as_text=True) == r.text
+    events = [e["type"] for e in client.get(f"/api/v1/nodes/{MAC}/events").get_json()["events"]]
+    assert events[-2:] == ["kickstart", "kickstart"]
+
+
+def test_callbacks_take_the_install_token_and_change_the_state(files, client, registry):
+    url, _ = files
+    token = registry.get(MAC).install_token
+    requests.get(f"{url}/ks/{MAC}", timeout=10)
+    status, body = post(url, MAC, b'{"type": "installed", "detail": "done"}', token, pause=0.2)
+    assert status == 200 and json.loads(body)["state"] == "installed" and json.loads(body)["netboot"] is False
+    assert "install_token" not in json.loads(body)
+    # disarmed: the kickstart is refused from now on, on both ports
+    assert requests.get(f"{url}/ks/{MAC}", timeout=10).status_code == 409
+    assert client.get(f"/ks/{MAC}").status_code == 409
+
+
+@pytest.mark.parametrize("mac, body, token, status, error", [
+    (MAC, b'{"type": "installed"}', "wrong", 403, "forbidden"),
+    (MAC, b'{"type": "installed"}', None, 403, "forbidden"),
+    (MAC, b'{"type": "installed"', "TOKEN", 400, "invalid"),
+    (MAC, b'{"type": "finished"}', "TOKEN", 400, "invalid"),
+    (MAC, b'{"type": "installed", "x": 1}', "TOKEN", 400, "invalid"),
+    ("52:54:00:99:99:99", b'{"type": "installed"}', "TOKEN", 404, "not found"),
+    ("not-a-mac", b'{"type": "installed"}', "TOKEN", 400, "invalid"),
+])
+def test_bad_callbacks_are_refused_and_change_nothing(files, registry, mac, body, token, status, error):
+    url, _ = files
+    if token == "TOKEN":
+        token = registry.get(MAC).install_token
+    before = db_dump(registry)
+    got, payload = post(url, mac, body, token)
+    assert got == status and json.loads(payload)["error"] == error
+    assert db_dump(registry) == before
+
+
+@pytest.mark.parametrize("extra, length, status", [
+    ("Transfer-Encoding: chunked\r\n", None, 411),
+    ("", 2 * 1024 * 1024, 413),
+])
+def test_bodies_without_a_sane_length_are_refused(files, registry, extra, length, status):
+    url, _ = files
+    before = db_dump(registry)
+    head = f"POST /api/v1/nodes/{MAC}/events HTTP/1.1\r\nHost: x\r\n{extra}"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    out = raw(url, head.encode() + b"\r\n")
+    assert out.split()[1] == str(status).encode()
+    assert db_dump(registry) == before
+
+
+def test_every_machine_path_answers_as_on_the_service_port(files, client):
+    url, _ = files
+    for path in ["/hosts", "/boot.ipxe", f"/ipxe/{MAC}", f"/pxelinux.cfg/01-{MAC.replace(':', '-')}",
+                 f"/grub/grub.cfg-01-{MAC.replace(':', '-')}", "/ks/zz:zz", "/ks/52:54:00:99:99:99",
+                 "/ipxe/nonsense", "/hooks.tar.gz"]:
+        ours = requests.get(f"{url}{path}", timeout=10)
+        flask = client.get(path)
+        assert (ours.status_code, ours.content) == (flask.status_code, flask.data), path
+        assert ours.headers["Content-Type"] == flask.headers["Content-Type"], path
+
+
+def test_a_failing_answer_is_a_500_and_the_loop_goes_on(files, app, monkeypatch):
+    url, _ = files
+    node_http = app.extensions["provisioner"].node_http
+
+    def broken(*_):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(node_http, "hosts", broken)
+    node_http.routes = [(m, p, broken if h.__name__ == "hosts" else h) for m, p, h in node_http.routes]
+    assert requests.get(f"{url}/hosts", timeout=10).status_code == 500
+    assert requests.get(f"{url}/ks/{MAC}", timeout=10).status_code == 200

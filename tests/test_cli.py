@@ -2,12 +2,14 @@
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import requests
@@ -172,11 +174,56 @@ def test_serve_runs_on_the_embedded_defaults(run):
         assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
         ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
         assert ks.status_code == 200 and "Table 1" in ks.text
-    finally:
+        # machines are sent to the boot server, one port up, which answers the same
+        boot = requests.get(f"http://127.0.0.1:{port + 1}/ks/52:54:00:0c:00:01", timeout=5)
+        assert boot.status_code == 200 and boot.text == ks.text
+        api = _children(proc.pid)
+        assert len(api) == 1 and _children(api[0])      # the API: gunicorn, and its workers under it
         proc.terminate()
-        proc.wait(timeout=10)
+        assert proc.wait(timeout=10) == 0
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in api)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_serve_stops_when_its_api_process_dies(run):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
+                             "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _children(proc.pid) or not _listening(port):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(_children(proc.pid)[0], signal.SIGKILL)
+        assert proc.wait(timeout=15) != 0
+        assert "the API process ended" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_bootfiles_and_distro_import(run, tmp_path):

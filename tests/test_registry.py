@@ -7,7 +7,7 @@ import pytest
 
 from provisioner.app import open_context
 from provisioner.config import ConfigError, parse_node
-from provisioner.registry import Registry
+from provisioner.registry import Conflict, NotFound, Registry
 from tests.conftest import new_node
 
 
@@ -83,3 +83,56 @@ def test_the_registry_reopens_with_its_data(state_dir, site):
 def test_node_validation_is_the_sites(site):
     with pytest.raises(ConfigError, match=r"node\.roles\[0\]: unknown role"):
         parse_node(new_node(roles=["nope"]), site, "node")
+
+
+# -- kickstart fetches are written with the next transaction ---------------------------------------
+
+MAC = "52:54:00:0c:00:03"
+
+
+def _states(registry, mac):
+    node = registry.get(mac)
+    return node.state, node.netboot, [e.type for e in registry.events(mac)]
+
+
+def test_a_noted_fetch_is_written_by_flush_or_by_the_next_write(registry):
+    registry.kickstart_fetched(registry.install_view(MAC))
+    assert _states(registry, MAC)[0] == "registered"        # noted, not yet written
+    registry.flush()
+    assert _states(registry, MAC)[0] == "installing"
+    registry.kickstart_fetched(registry.install_view("52:54:00:0c:00:04"))
+    token = registry.get(MAC).install_token
+    registry.callback(MAC, token, "installed", None)        # this transaction writes the other fetch too
+    assert _states(registry, "52:54:00:0c:00:04")[0] == "installing"
+    assert _states(registry, MAC)[:2] == ("installed", False)
+
+
+def test_an_installed_report_from_another_process_wins_over_a_late_fetch(registry, state_dir):
+    view = registry.install_view(MAC)
+    registry.kickstart_fetched(view)
+    other = Registry.in_state_dir(state_dir)        # e.g. the API's process, with its own connection
+    other.callback(MAC, view.node().install_token, "installed", None)
+    registry.flush()
+    state, netboot, events = _states(registry, MAC)
+    assert (state, netboot) == ("installed", False)           # not dragged back to installing
+    assert events[-2:] == ["installed", "kickstart"]           # the fetch is still on record
+    other.close()
+
+
+def test_a_disarmed_node_is_refused_and_nothing_is_noted(registry):
+    token = registry.get(MAC).install_token
+    registry.callback(MAC, token, "installed", None)
+    before = _states(registry, MAC)
+    with pytest.raises(Conflict):
+        registry.kickstart_fetched(registry.install_view(MAC))
+    registry.flush()
+    assert _states(registry, MAC) == before
+
+
+def test_a_failed_transaction_keeps_the_noted_fetches_for_the_next(registry):
+    registry.kickstart_fetched(registry.install_view(MAC))
+    with pytest.raises(NotFound):
+        registry.callback("52:54:00:99:99:99", "x", "installed", None)
+    assert _states(registry, MAC)[0] == "registered"
+    registry.flush()
+    assert _states(registry, MAC)[0] == "installing"
