@@ -52,20 +52,30 @@ class _Conn:
     last: float = field(default_factory=time.monotonic)
 
 
+def listening_socket(host: str, port: int, *, share: bool = False, backlog: int = 4096) -> socket.socket:
+    """share: several processes each listen on the port (SO_REUSEPORT); the kernel spreads the
+    connections between them, as nginx's workers do."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
 class BootServer(BackgroundServer):
     thread_name = "boot-http"
 
-    def __init__(self, answer: Callable[[str, str, bytes, str | None], Reply], host: str, port: int,
-                 backlog: int = 4096, after_round: Callable[[], None] | None = None):
+    def __init__(self, answer: Callable[[str, str, bytes, str | None], Reply], host: str = "127.0.0.1",
+                 port: int = 0, *, sock: socket.socket | None = None,
+                 after_round: Callable[[], None] | None = None):
         super().__init__()
         self.answer = answer
         self.after_round = after_round      # e.g. write what a round of answers noted, in one go
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(backlog)
+        self.sock = sock or listening_socket(host, port)
         self.sock.setblocking(False)
-        self.host, self.port = self.sock.getsockname()
+        self.host, self.port = self.sock.getsockname()[:2]
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
         self._bulk = selectors.DefaultSelector()

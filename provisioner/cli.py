@@ -98,11 +98,13 @@ def main(verbose: bool):
               help="HOST:PORT of the boot server, where machines fetch kernels, initrds and kickstarts "
                    "and report back. Default: the --http host, port + 1.")
 @click.option("--no-boot", is_flag=True, help="Do not start the boot server.")
+@click.option("--boot-processes", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Boot server processes, sharing its port.")
 @click.option("--workers", default=2, show_default=True, help="HTTP worker processes.")
 @click.option("--threads", default=16, show_default=True, help="Threads per HTTP worker process.")
 @fail_cleanly
-def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, workers: int,
-          threads: int):
+def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, boot_processes: int,
+          workers: int, threads: int):
     """Run the service: the API over HTTP, the boot server for machines, boot loaders over TFTP."""
     from provisioner.server import serve_forever
     host, port = _hostport(http)
@@ -115,7 +117,8 @@ def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot:
     boot_at = None if no_boot else _hostport(boot, "--boot") if boot else (host, port + 1)
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at)
+    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at,
+                  boot_processes=boot_processes)
 
 
 @main.command()

@@ -188,6 +188,7 @@ class Registry:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._fetched: deque[tuple[int, str, str]] = deque()    # kickstart fetches not yet written
+        self._checkpointer: threading.Thread | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         if not self.path.exists():
@@ -209,8 +210,26 @@ class Registry:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
+            if self._checkpointer is not None:
+                db.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
         return db
+
+    def checkpoint_in_background(self, stop: threading.Event, every: float = 1.0) -> threading.Thread:
+        """Move this process's WAL checkpoints to a thread of their own. A checkpoint copies
+        pages back and fsyncs; left to SQLite, it runs inside whichever commit crosses the
+        threshold, and in a boot storm that is a kickstart fetch or a callback waiting on it.
+        Call before the threads that write open their connections."""
+        def run():
+            while not stop.wait(every):
+                try:
+                    self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as e:
+                    log.warning("WAL checkpoint: %s", e)
+            self.close()
+        self._checkpointer = threading.Thread(target=run, name="wal-checkpoint", daemon=True)
+        self._checkpointer.start()
+        return self._checkpointer
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -1,15 +1,17 @@
-"""Run the service as two processes: the boot plane, and the API under gunicorn.
+"""Run the service as a few processes: the TFTP server here, the boot servers and the API forked.
 
-- The boot plane (this process): the TFTP server and the boot server (`bootsrv`), one loop each,
-  in threads. Everything a booting machine touches is here, so a boot storm of a thousand
-  machines is answered without a WSGI stack in the way and never waits behind an operator.
-- The API (a child process): the Flask app under gunicorn's threaded workers.
+- This process supervises, and serves TFTP (one loop, in a thread).
+- Boot server processes (`bootsrv`, two by default): everything a booting machine fetches over
+  HTTP. They share one port (SO_REUSEPORT), so a storm of a thousand machines is answered on
+  every core, without a WSGI stack in the way, and never waits behind an operator.
+- The API: the Flask app under gunicorn's threaded workers.
 
-The child is forked before any thread of ours starts. gunicorn forks its workers from it, later
-and again whenever one dies; a process that forks while another of its threads holds a lock
-(SQLite's, the logging module's) hands its children a lock nobody will ever release.
-The ports are bound before the fork, so a port in use is one clear error before anything runs.
+Every child is forked before any thread of ours starts. gunicorn forks its workers from its own
+process, later and again whenever one dies; a process that forks while another of its threads
+holds a lock (SQLite's, the logging module's) hands its children a lock nobody will release.
+The ports are bound before the forks, so a port in use is one clear error before anything runs.
 Every process opens its own SQLite connections; writers take turns on an flock (`registry`).
+If any child ends, the rest are stopped: a service that half-serves is worse than one that stops.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from provisioner.app import create_app, open_context
-from provisioner.bootsrv import BootServer
+from provisioner.bootsrv import BootServer, listening_socket
 from provisioner.tftp import TftpServer
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,17 @@ class _Service(BaseApplication):
 
 def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int | None = None,
                   threads: int = 16, tftp: tuple[str, int] | None = None,
-                  boot: tuple[str, int] | None = None) -> None:
-    ctx = open_context(state_dir, site)          # secrets and site nodes, once, before the fork
-    servers = []
-    notes = ""
+                  boot: tuple[str, int] | None = None, boot_processes: int = 2) -> None:
+    ctx = open_context(state_dir, site)          # secrets and site nodes, once, before the forks
+    boot_socks = []
     if boot:
-        servers.append(BootServer(ctx.node_http.answer, *boot, after_round=ctx.node_http.after_round))
-        notes += f", boot http://{servers[-1].host}:{servers[-1].port}/"
-    if tftp:
-        servers.append(TftpServer(ctx.boot.tftp_resolve, *tftp))
-        notes += f", tftp://{servers[-1].host}:{servers[-1].port}/"
+        boot_socks.append(listening_socket(*boot, share=True))
+        boot = (boot[0], boot_socks[0].getsockname()[1])
+        boot_socks += [listening_socket(*boot, share=True) for _ in range(boot_processes - 1)]
+    tftp_server = TftpServer(ctx.boot.tftp_resolve, *tftp) if tftp else None
+    notes = f", boot http://{boot[0]}:{boot[1]}/ ({boot_processes} processes)" if boot else ""
+    if tftp_server:
+        notes += f", tftp://{tftp_server.host}:{tftp_server.port}/"
     print(f"provisioner: serving http://{host}:{port}/{notes} "
           f"(state {state_dir}; admin token: provisioner token)", flush=True)
     options = {
@@ -74,39 +77,76 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
     }
     sys.stdout.flush()
     sys.stderr.flush()
-    api = os.fork()
-    if api == 0:
-        for server in servers:
-            server.close()
-        os._exit(_run_api(state_dir, site, options))
+
+    def fork(name: str, run, keep=None) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sock in boot_socks:
+                if sock is not keep:
+                    sock.close()
+            if tftp_server:
+                tftp_server.close()
+            os._exit(run())
+        children[pid] = name
+
+    children: dict[int, str] = {}
+    fork("the API", lambda: _run_api(state_dir, site, options))
+    for i, sock in enumerate(boot_socks, 1):
+        fork(f"boot server {i}", lambda sock=sock: _run_boot_server(state_dir, site, sock), keep=sock)
+    for sock in boot_socks:
+        sock.close()
 
     stopping = False
 
     def stop(signum, _frame):
         nonlocal stopping
         stopping = True
-        try:
-            os.kill(api, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for server in servers:
-        server.start()
-    warm = threading.Event()
-    if boot:
-        ctx.node_http.kickstarts.keep_warm(warm)
+    if tftp_server:
+        tftp_server.start()
+    failed = None
     try:
-        _, status = os.waitpid(api, 0)      # retried after each signal (PEP 475)
+        while children:
+            pid, status = os.wait()         # retried after each signal (PEP 475)
+            name = children.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            if name and not stopping:
+                # one part of the service is gone: stop the rest rather than half-serve
+                failed = f"provisioner: {name} ended with status {code}; stopping"
+                print(failed, file=sys.stderr, flush=True)
+                stop(None, None)
     finally:
-        warm.set()
-        for server in servers:
-            server.stop()
+        if tftp_server:
+            tftp_server.stop()
+    if failed:
+        raise SystemExit(failed)
+
+
+def _run_boot_server(state_dir: Path, site, sock) -> int:
+    """One boot server process, with its own registry connections and kickstart cache."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        ctx = open_context(state_dir, site)
+        ctx.registry.checkpoint_in_background(done)
+        server = BootServer(ctx.node_http.answer, sock=sock, after_round=ctx.node_http.after_round).start()
+        ctx.node_http.kickstarts.keep_warm(done)
+        while not done.wait(1.0):
+            pass
+        server.stop()
         ctx.registry.flush()
-    code = os.waitstatus_to_exitcode(status)
-    if code and not stopping:
-        raise SystemExit(f"provisioner: the API process ended with status {code}; stopping")
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def _run_api(state_dir: Path, site, options: dict) -> int:

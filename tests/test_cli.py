@@ -177,11 +177,12 @@ def test_serve_runs_on_the_embedded_defaults(run):
         # machines are sent to the boot server, one port up, which answers the same
         boot = requests.get(f"http://127.0.0.1:{port + 1}/ks/52:54:00:0c:00:01", timeout=5)
         assert boot.status_code == 200 and boot.text == ks.text
-        api = _children(proc.pid)
-        assert len(api) == 1 and _children(api[0])      # the API: gunicorn, and its workers under it
+        kids = _children(proc.pid)
+        # the API (gunicorn, with its workers under it) and two boot server processes
+        assert len(kids) == 3 and sum(bool(_children(k)) for k in kids) == 1
         proc.terminate()
         assert proc.wait(timeout=10) == 0
-        assert not any(os.path.exists(f"/proc/{pid}") for pid in api)
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -198,18 +199,21 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def test_serve_stops_when_its_api_process_dies(run):
+@pytest.mark.parametrize("victim", ["the API", "boot server 2"])
+def test_serve_stops_when_a_part_of_it_dies(run, victim):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
                              "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not _children(proc.pid) or not _listening(port):
+        while len(_children(proc.pid)) < 3 or not _listening(port) or not _listening(port + 1):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        os.kill(_children(proc.pid)[0], signal.SIGKILL)
+        kids = _children(proc.pid)          # in the order forked: the API, then the boot servers
+        os.kill(kids[0] if victim == "the API" else kids[2], signal.SIGKILL)
         assert proc.wait(timeout=15) != 0
-        assert "the API process ended" in proc.stderr.read()
+        assert f"{victim} ended with status -9; stopping" in proc.stderr.read()
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
     finally:
         if proc.poll() is None:
             proc.kill()
