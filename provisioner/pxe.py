@@ -113,7 +113,7 @@ class Boot:
         return Resolved(path=path)
 
     def file_resolve(self, url_path: str) -> Path | None:
-        """What the file server may send: imported kernels and initrds, and the boot loaders."""
+        """What may be sent over HTTP: imported kernels and initrds, and the boot loaders."""
         m = re.fullmatch(r"/boot/([a-z0-9_][a-z0-9_.-]*)/(vmlinuz|initrd\.img)", url_path)
         if m:
             return distros.boot_file(self.state_dir, m.group(1), m.group(2))
