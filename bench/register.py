@@ -28,7 +28,7 @@ def main() -> None:
     site = bench_site(work, f"http://127.0.0.1:{port}")
     state = work / "state"
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
-                             "serve", "--http", f"127.0.0.1:{port}", "--no-tftp", "--no-files"],
+                             "serve", "--http", f"127.0.0.1:{port}", "--no-tftp", "--no-boot"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_tcp(port)
