@@ -53,7 +53,7 @@ Resolver = Callable[[str, tuple[str, int]], Resolved]
 def safe_static_path(root: Path, name: str) -> Path | None:
     """`name` under `root`, or None if it leaves the root in any way (.., absolute, symlinks)."""
     rel = name.replace("\\", "/").lstrip("/")
-    if not rel or any(part == ".." for part in rel.split("/")):
+    if not rel or "\0" in rel or any(part == ".." for part in rel.split("/")):
         return None
     try:
         real_root = root.resolve(strict=True)

@@ -59,7 +59,8 @@ def test_head_sends_headers_only(files):
 
 @pytest.mark.parametrize("path", ["/boot/centos-stream-9-x86_64/treeinfo", "/boot/../secrets.yaml",
                                   "/bootfiles/../secrets.yaml", "/bootfiles/%2e%2e/secrets.yaml", "/secrets.yaml",
-                                  "/boot/other/vmlinuz", "/api/v1/nodes"])
+                                  "/boot/other/vmlinuz", "/api/v1/nodes", "/bootfiles/ipxe.efi%00.txt",
+                                  "/bootfiles/%00"])
 def test_nothing_else_is_served(files, path):
     url, _ = files
     s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
