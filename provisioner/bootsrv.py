@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.utils
 import errno
-from http import HTTPStatus
 import logging
 import os
 import queue
@@ -23,6 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote

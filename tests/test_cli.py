@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -158,19 +159,30 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_serve_runs_on_the_embedded_defaults(run):
+@contextmanager
+def _serving(run):
+    """`provisioner serve` on the embedded defaults, up: its three processes and both ports."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
                              "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
-                time.sleep(0.2)
+        while len(_children(proc.pid)) < 3 or not _listening(port) or not _listening(port + 1):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "timeout"
+            time.sleep(0.2)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_serve_runs_on_the_embedded_defaults(run):
+    with _serving(run) as (proc, port):
+        resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=5)
         assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
         ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
         assert ks.status_code == 200 and "Table 1" in ks.text
@@ -183,12 +195,16 @@ def test_serve_runs_on_the_embedded_defaults(run):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+
+
+@pytest.mark.parametrize("victim", ["the API", "boot server 2"])
+def test_serve_stops_when_a_part_of_it_dies(run, victim):
+    with _serving(run) as (proc, _):
+        kids = _children(proc.pid)          # in the order forked: the API, then the boot servers
+        os.kill(kids[0] if victim == "the API" else kids[2], signal.SIGKILL)
+        assert proc.wait(timeout=15) != 0
+        assert f"{victim} ended with status -9; stopping" in proc.stderr.read()
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
 
 
 def _children(pid: int) -> list[int]:
@@ -197,29 +213,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
-
-
-@pytest.mark.parametrize("victim", ["the API", "boot server 2"])
-def test_serve_stops_when_a_part_of_it_dies(run, victim):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
-                             "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 3 or not _listening(port) or not _listening(port + 1):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        kids = _children(proc.pid)          # in the order forked: the API, then the boot servers
-        os.kill(kids[0] if victim == "the API" else kids[2], signal.SIGKILL)
-        assert proc.wait(timeout=15) != 0
-        assert f"{victim} ended with status -9; stopping" in proc.stderr.read()
-        assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def _listening(port: int) -> bool:
