@@ -189,7 +189,12 @@ class BootServer(BackgroundServer):
             sock.setblocking(False)
             # the request is usually there already: answer it now, and the socket never needs
             # registering (three selector calls and two rounds saved per request)
-            self._read(_Conn(sock, peer, self._sel))
+            c = _Conn(sock, peer, self._sel)
+            try:
+                self._read(c)
+            except Exception:   # that connection's trouble, not the other accepted ones'
+                log.exception("boot http: unexpected error")
+                self._close(c)
 
     def _want(self, c: _Conn, events: int) -> None:
         """Have c's loop wait for `events` on it (0: for nothing)."""

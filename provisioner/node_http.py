@@ -1,7 +1,7 @@
 """What machines ask for over HTTP while they boot and install, as plain functions of a request.
 
 Two front ends call `NodeHttp.answer`: the boot server (`bootsrv`, the port machines are sent
-to, one loop for kernels, initrds, kickstarts and the installer's callbacks) and the Flask app
+to for kernels, initrds, kickstarts and the installer's callbacks) and the Flask app
 (the same paths on the service port). So a path means the same thing on both, and this table is
 the one place to look for what a booting machine is told over HTTP. The boot decision itself
 is `lifecycle.decide`, rendered by `pxe.Boot`.
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 from provisioner.auth import parse_bearer, token_matches
+from provisioner.kscache import KickstartCache
 from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.nodes import InvalidNode
 from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
-from provisioner.kscache import KickstartCache
 from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError
 
 log = logging.getLogger(__name__)
