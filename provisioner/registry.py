@@ -68,6 +68,19 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
 CREATE INDEX IF NOT EXISTS macs_by_node ON macs(node_id);
 CREATE INDEX IF NOT EXISTS names_by_node ON names(node_id);
+-- bumped whenever a name or address in /etc/hosts would change, so every process can tell
+-- whether the hosts file it built is still right without building it again
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('names', 0);
+CREATE TRIGGER IF NOT EXISTS names_on_insert AFTER INSERT ON nodes
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'names'; END;
+CREATE TRIGGER IF NOT EXISTS names_on_delete AFTER DELETE ON nodes
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'names'; END;
+CREATE TRIGGER IF NOT EXISTS names_on_update AFTER UPDATE OF hostname, ip, aliases ON nodes
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'names'; END;
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -339,6 +352,10 @@ class Registry:
         with self._tx() as db:
             node = self._get_in(db, mac)
             return self._event_in(db, node.mac, type_, detail)
+
+    def names_version(self) -> int:
+        """Changes whenever `host_entries` would."""
+        return self._conn().execute("SELECT value FROM counters WHERE name = 'names'").fetchone()[0]
 
     def host_entries(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(ip, hostname, aliases) of every node: what /etc/hosts needs, without building whole

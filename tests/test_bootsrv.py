@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from provisioner.bootsrv import BootServer
-from tests.conftest import db_dump
+from tests.conftest import db_dump, new_node
 
 
 @pytest.fixture
@@ -215,3 +215,22 @@ def test_a_failing_answer_is_a_500_and_the_loop_goes_on(files, app, monkeypatch)
     node_http.routes = [(m, p, broken if h.__name__ == "hosts" else h) for m, p, h in node_http.routes]
     assert requests.get(f"{url}/hosts", timeout=10).status_code == 500
     assert requests.get(f"{url}/ks/{MAC}", timeout=10).status_code == 200
+
+
+def test_hosts_is_built_again_only_when_a_name_or_address_changes(files, client, admin, registry, app, monkeypatch):
+    url, _ = files
+    renderer = app.extensions["provisioner"].renderer
+    builds = []
+    real = renderer.hosts_file
+    monkeypatch.setattr(renderer, "hosts_file", lambda entries: builds.append(1) or real(entries))
+    first = requests.get(f"{url}/hosts", timeout=10).text
+    token = registry.get(MAC).install_token
+    post(url, MAC, b'{"type": "installing"}', token)             # a state change: same names
+    assert requests.get(f"{url}/hosts", timeout=10).text == first and len(builds) == 1
+    assert client.post("/api/v1/nodes", json=new_node(), headers=admin).status_code == 201
+    second = requests.get(f"{url}/hosts", timeout=10).text
+    assert "192.168.0.10" in second and "compute10.cluster.local compute10" in second
+    assert client.patch(f"/api/v1/nodes/{new_node()['mac']}", json={"hostname": "compute11"},
+                        headers=admin).status_code == 200
+    third = requests.get(f"{url}/hosts", timeout=10).text
+    assert "compute11" in third and "compute10" not in third and len(builds) == 3
