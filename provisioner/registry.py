@@ -267,8 +267,9 @@ class Registry:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 db.execute("BEGIN IMMEDIATE")
-                written = self._write_fetched(db)
+                written: list[tuple[int, str, str]] = []
                 try:
+                    self._write_fetched(db, written)
                     yield db
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -390,17 +391,15 @@ class Registry:
             with self._tx():
                 pass
 
-    def _write_fetched(self, db: sqlite3.Connection) -> list[tuple[int, str, str]]:
-        written = []
+    def _write_fetched(self, db: sqlite3.Connection, written: list[tuple[int, str, str]]) -> None:
         while self._fetched:
             node_id, mac, at = item = self._fetched.popleft()
+            written.append(item)        # given back if the transaction fails
             # the fetch-time rule against the state now: an `installed` written meanwhile wins
             db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=? AND netboot=1"
                        " AND state != 'installing'", (at, node_id))
             db.execute("INSERT INTO events (mac, at, type, detail) VALUES (?, ?, 'kickstart', ?)",
                        (mac, at, json.dumps({"state": "installing"})))
-            written.append(item)
-        return written
 
     def callback(self, mac: str, token: str | None, type_: str, detail: object) -> Node:
         """A kickstart callback, authenticated by the node's install token."""
