@@ -89,6 +89,9 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
             os._exit(run())
         children[pid] = name
 
+    # a stop signal waits until every process has its own handlers: one that came in between
+    # would stop some parts and not others
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     children: dict[int, str] = {}
     fork("the API", lambda: _run_api(state_dir, site, options))
     for i, sock in enumerate(boot_socks, 1):
@@ -107,8 +110,7 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _on_stop(stop)
     if tftp_server:
         tftp_server.start()
     failed = None
@@ -132,8 +134,7 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
 def _run_boot_server(state_dir: Path, site, sock) -> int:
     """One boot server process, with its own registry connections and kickstart cache."""
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    _on_stop(lambda *_: done.set())
     try:
         ctx = open_context(state_dir, site)
         ctx.registry.checkpoint_in_background(done)
@@ -150,6 +151,7 @@ def _run_boot_server(state_dir: Path, site, sock) -> int:
 
 
 def _run_api(state_dir: Path, site, options: dict) -> int:
+    _on_stop(signal.SIG_DFL, signal.default_int_handler)     # until gunicorn sets its own
     try:
         _Service(state_dir, site, options).run()
     except SystemExit as e:
@@ -158,3 +160,12 @@ def _run_api(state_dir: Path, site, options: dict) -> int:
         traceback.print_exc()
         return 1
     return 0
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _on_stop(handler, on_interrupt=None) -> None:
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, on_interrupt or handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
