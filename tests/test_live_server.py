@@ -59,3 +59,32 @@ def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir):
         for value in list(secrets.values()) + tokens:
             assert value not in text
     assert "boot http 52:54:00:aa:00:10 (compute10): asked /ks/52:54:00:aa:00:10, answered kickstart" in log
+
+
+def test_a_small_storm_on_the_boot_server_loses_no_write(live_server, state_dir):
+    """120 installers at once, through both boot server processes: every fetch and callback is
+    in the registry, and no late fetch drags an installed node back."""
+    from concurrent.futures import ThreadPoolExecutor
+    auth = {"Authorization": f"Bearer {load_or_create(state_dir).admin_token}"}
+    macs = [f"52:54:00:bb:00:{i:02x}" for i in range(120)]
+    for i, mac in enumerate(macs):
+        body = new_node(mac=mac, hostname=f"storm{i}", ip=f"192.168.0.{100 + i}")
+        assert requests.post(f"{live_server}/api/v1/nodes", json=body, headers=auth, timeout=10).status_code == 201
+
+    def install(mac):
+        ks = requests.get(f"{live_server.boot}/ks/{mac}", timeout=30)
+        assert ks.status_code == 200
+        token = ks.text.split("PROVISIONER_TOKEN='", 1)[1].split("'", 1)[0]
+        for kind in ("installing", "installed"):
+            r = requests.post(f"{live_server.boot}/api/v1/nodes/{mac}/events", json={"type": kind},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            assert r.status_code == 200, r.text
+        return requests.get(f"{live_server.boot}/ks/{mac}", timeout=30).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        assert set(pool.map(install, macs)) == {409}      # installed: never handed a kickstart again
+    for mac in macs:
+        node = requests.get(f"{live_server}/api/v1/nodes/{mac}", timeout=10).json()
+        assert (node["state"], node["netboot"]) == ("installed", False)
+        events = requests.get(f"{live_server}/api/v1/nodes/{mac}/events", timeout=10).json()["events"]
+        assert sorted(e["type"] for e in events) == ["installed", "installing", "kickstart", "registered"]
