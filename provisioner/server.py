@@ -16,6 +16,7 @@ If any child ends, the rest are stopped: a service that half-serves is worse tha
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -78,9 +79,12 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
     sys.stdout.flush()
     sys.stderr.flush()
 
+    supervisor = os.getpid()
+
     def fork(name: str, run, keep=None) -> None:
         pid = os.fork()
         if pid == 0:
+            _die_with(supervisor)
             for sock in boot_socks:
                 if sock is not keep:
                     sock.close()
@@ -169,3 +173,13 @@ def _on_stop(handler, on_interrupt=None) -> None:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, on_interrupt or handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel stop this process if `parent` dies, even by SIGKILL: a child left behind
+    would go on holding the ports (Linux's PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:           # 1: PR_SET_PDEATHSIG
+        log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:      # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -207,6 +207,26 @@ def test_serve_stops_when_a_part_of_it_dies(run, victim):
         assert not any(os.path.exists(f"/proc/{pid}") for pid in kids)
 
 
+def test_serve_leaves_nothing_behind_when_killed(run):
+    with _serving(run) as (proc, port):
+        kids = _children(proc.pid)
+        workers = [w for k in kids for w in _children(k)]
+        proc.kill()                         # SIGKILL: no handler runs in the supervisor
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(os.path.exists(f"/proc/{pid}") and "zombie" not in _status(pid) for pid in kids + workers):
+            assert time.monotonic() < deadline, "processes left behind, holding the ports"
+            time.sleep(0.2)
+        assert not _listening(port) and not _listening(port + 1)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
