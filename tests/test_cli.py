@@ -162,16 +162,17 @@ def _free_port():
 @contextmanager
 def _serving(run):
     """`provisioner serve` on the embedded defaults, up: its three processes and both ports."""
-    port = _free_port()
+    port, boot = _free_port(), _free_port()     # not port + 1, the default: that may be taken here
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", "--http", f"127.0.0.1:{port}",
-                             "--no-tftp"], env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--boot", f"127.0.0.1:{boot}", "--no-tftp"],
+                            env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 3 or not _listening(port) or not _listening(port + 1):
+        while len(_children(proc.pid)) < 3 or not _listening(port) or not _listening(boot):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "timeout"
             time.sleep(0.2)
-        yield proc, port
+        yield proc, port, boot
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -181,13 +182,13 @@ def _serving(run):
 
 
 def test_serve_runs_on_the_embedded_defaults(run):
-    with _serving(run) as (proc, port):
+    with _serving(run) as (proc, port, boot_port):
         resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=5)
         assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
         ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
         assert ks.status_code == 200 and "Table 1" in ks.text
-        # machines are sent to the boot server, one port up, which answers the same
-        boot = requests.get(f"http://127.0.0.1:{port + 1}/ks/52:54:00:0c:00:01", timeout=5)
+        # machines are sent to the boot server, which answers the same
+        boot = requests.get(f"http://127.0.0.1:{boot_port}/ks/52:54:00:0c:00:01", timeout=5)
         assert boot.status_code == 200 and boot.text == ks.text
         kids = _children(proc.pid)
         # the API (gunicorn, with its workers under it) and two boot server processes
@@ -199,7 +200,7 @@ def test_serve_runs_on_the_embedded_defaults(run):
 
 @pytest.mark.parametrize("victim", ["the API", "boot server 2"])
 def test_serve_stops_when_a_part_of_it_dies(run, victim):
-    with _serving(run) as (proc, _):
+    with _serving(run) as (proc, _, _):
         kids = _children(proc.pid)          # in the order forked: the API, then the boot servers
         os.kill(kids[0] if victim == "the API" else kids[2], signal.SIGKILL)
         assert proc.wait(timeout=15) != 0
@@ -208,7 +209,7 @@ def test_serve_stops_when_a_part_of_it_dies(run, victim):
 
 
 def test_serve_leaves_nothing_behind_when_killed(run):
-    with _serving(run) as (proc, port):
+    with _serving(run) as (proc, port, boot):
         kids = _children(proc.pid)
         workers = [w for k in kids for w in _children(k)]
         proc.kill()                         # SIGKILL: no handler runs in the supervisor
@@ -217,7 +218,7 @@ def test_serve_leaves_nothing_behind_when_killed(run):
         while any(os.path.exists(f"/proc/{pid}") and "zombie" not in _status(pid) for pid in kids + workers):
             assert time.monotonic() < deadline, "processes left behind, holding the ports"
             time.sleep(0.2)
-        assert not _listening(port) and not _listening(port + 1)
+        assert not _listening(port) and not _listening(boot)
 
 
 def _status(pid: int) -> str:
@@ -293,3 +294,20 @@ def test_plan_prints_each_step_with_its_state(run):
     assert "(8) 01-glusterfs-probe.sh" in probe and "[waits for gluster-bricks]" in probe
     assert "05-kvm-compute" not in "\n".join(out)
     assert "no node has MAC" in run("plan", "52:54:00:ff:ff:ff", ok=False).stderr
+
+
+def test_serve_puts_the_boot_server_one_port_up_by_default(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import provisioner.server
+    from provisioner.cli import main
+    import logging
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)   # serve raises it
+    seen = {}
+    monkeypatch.setattr(provisioner.server, "serve_forever", lambda *a, **kw: seen.update(kw))
+    result = CliRunner().invoke(main, ["serve", "--state-dir", str(tmp_path / "s"), "--http", "10.1.2.3:8080",
+                                       "--tftp", "10.1.2.3:69"])
+    assert result.exit_code == 0, result.output
+    assert seen["boot"] == ("10.1.2.3", 8081) and seen["boot_processes"] == 2
+    result = CliRunner().invoke(main, ["serve", "--state-dir", str(tmp_path / "s"), "--no-boot", "--no-tftp"])
+    assert result.exit_code == 0 and seen["boot"] is None and seen["tftp"] is None
