@@ -284,11 +284,7 @@ class Registry:
 
     def get(self, mac: str) -> Node:
         """The node that owns this MAC (its install NIC or any other NIC)."""
-        row = self._conn().execute(
-            "SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?", (mac,)).fetchone()
-        if row is None:
-            raise NotFound(f"no node has MAC {mac}")
-        return self._node(row)
+        return self._node(_node_row(self._conn(), mac))
 
     def find(self, mac: str) -> Node | None:
         try:
@@ -366,8 +362,7 @@ class Registry:
 
     def install_view(self, mac: str) -> InstallView | None:
         """The node that owns this MAC, as a kickstart fetch needs it: one query, nothing decoded."""
-        row = self._conn().execute(
-            "SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?", (mac,)).fetchone()
+        row = _find_row(self._conn(), mac)
         return None if row is None else InstallView(row)
 
     def armed_views(self) -> list[InstallView]:
@@ -405,27 +400,19 @@ class Registry:
         """A kickstart callback, authenticated by the node's install token."""
         from provisioner.lifecycle import CALLBACKS
         with self._tx() as db:
-            row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
-                             (mac,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node has MAC {mac}")
+            row = _node_row(db, mac)
             node = _row_to_node(row, None)
-            if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
-                raise Forbidden(f"wrong or missing install token for {node.hostname}")
+            _check_token(node, token)
             sources, target, disarm = CALLBACKS[type_]
             if node.state == target and type_ == "installed":
-                retried = True      # a retried report: already done
-            elif node.state not in sources:
+                return self._node(row)      # a retried report: already done
+            if node.state not in sources:
                 raise Conflict(f"{node.hostname} is {node.state}; a '{type_}' report cannot follow that",
                                "type")
-            else:
-                retried = False
-                netboot, at = (False if disarm else node.netboot), now()
-                db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
-                           (target, int(netboot), at, node.id))
-                event = self._event_in(db, node.mac, type_, detail)
-        if retried:
-            return self.get(mac)
+            netboot, at = (False if disarm else node.netboot), now()
+            db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
+                       (target, int(netboot), at, node.id))
+            event = self._event_in(db, node.mac, type_, detail)
         log.info("%s (%s) reported %s: now %s%s", node.hostname, node.mac, type_, target,
                  ", netboot disarmed" if disarm else "")
         # the node as written, without reading it back: every installer sends two of these
@@ -434,17 +421,14 @@ class Registry:
     def events_since_install(self, mac: str) -> list[Event]:
         """The node's events after its last `installed` report (first-boot step reports)."""
         node = self.get(mac)
-        rows = self._conn().execute(
-            "SELECT * FROM events WHERE mac = ? AND id > coalesce((SELECT max(id) FROM events"
-            " WHERE mac = ? AND type = 'installed'), 0) ORDER BY id", (node.mac, node.mac)).fetchall()
+        rows = self._conn().execute(_SINCE_INSTALL, (node.mac, node.mac)).fetchall()
         return [self._event(r) for r in rows]
 
     def step_report(self, mac: str, token: str | None, detail: dict, plan_ids: list[str]) -> Node:
         """A first-boot step's report: installed -> configuring; deployed once every step is ok."""
         with self._tx() as db:
             node = self._get_in(db, mac)
-            if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
-                raise Forbidden(f"wrong or missing install token for {node.hostname}")
+            _check_token(node, token)
             if node.state not in ("installed", "configuring", "deployed"):
                 raise Conflict(f"{node.hostname} is {node.state}; step reports come after the install",
                                "type")
@@ -452,12 +436,10 @@ class Registry:
             state = "configuring"
             if detail["status"] == "ok":
                 done = {}
-                last_install = db.execute("SELECT coalesce(max(id), 0) FROM events WHERE mac = ? AND"
-                                          " type = 'installed'", (node.mac,)).fetchone()[0]
-                for row in db.execute("SELECT detail FROM events WHERE mac = ? AND type = 'step' AND id > ?"
-                                      " ORDER BY id", (node.mac, last_install)):
-                    d = json.loads(row[0])
-                    done[d.get("step")] = d.get("status")
+                for row in db.execute(_SINCE_INSTALL, (node.mac, node.mac)):
+                    if row["type"] == "step":
+                        d = json.loads(row["detail"])
+                        done[d.get("step")] = d.get("status")
                 if all(done.get(i) == "ok" for i in plan_ids):
                     state = "deployed"
             if state != node.state:
@@ -487,8 +469,7 @@ class Registry:
         declared = {n.mac for n in site.nodes}
         with self._tx() as db:
             for spec in site.nodes:
-                row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
-                                 (spec.mac,)).fetchone()
+                row = _find_row(db, spec.mac)
                 if row is None:
                     self._check_free(db, spec, node_id=None, context="site file")
                     self._insert(db, spec, "site")
@@ -515,11 +496,7 @@ class Registry:
     # -- internals --------------------------------------------------------------------------
 
     def _get_in(self, db: sqlite3.Connection, mac: str) -> Node:
-        row = db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
-                         (mac,)).fetchone()
-        if row is None:
-            raise NotFound(f"no node has MAC {mac}")
-        return self._node(row)
+        return self._node(_node_row(db, mac))
 
     def _check_free(self, db: sqlite3.Connection, spec: NodeSpec, node_id: int | None,
                     context: str = "") -> None:
@@ -599,6 +576,30 @@ class Registry:
                 " ON e.id = l.id"):
             last[ev["mac"]] = self._event(ev)
         return [_row_to_node(r, last.get(r["mac"])) for r in rows]
+
+
+def _find_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
+    """The row of the node that owns this MAC (its install NIC or any other NIC)."""
+    return db.execute("SELECT n.* FROM macs m JOIN nodes n ON n.id = m.node_id WHERE m.mac = ?",
+                      (mac,)).fetchone()
+
+
+def _node_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row:
+    row = _find_row(db, mac)
+    if row is None:
+        raise NotFound(f"no node has MAC {mac}")
+    return row
+
+
+def _check_token(node: Node, token: str | None) -> None:
+    # constant time, so the token cannot be guessed byte by byte from response times
+    if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
+        raise Forbidden(f"wrong or missing install token for {node.hostname}")
+
+
+# a node's events after its last `installed` report (first-boot step reports); the MAC twice
+_SINCE_INSTALL = ("SELECT * FROM events WHERE mac = ? AND id > coalesce((SELECT max(id) FROM events"
+                  " WHERE mac = ? AND type = 'installed'), 0) ORDER BY id")
 
 
 def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
