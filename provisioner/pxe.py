@@ -114,9 +114,9 @@ class Boot:
 
     def file_resolve(self, url_path: str) -> Path | None:
         """What may be sent over HTTP: imported kernels and initrds, and the boot loaders."""
-        m = re.fullmatch(r"/boot/([a-z0-9_][a-z0-9_.-]*)/(vmlinuz|initrd\.img)", url_path)
+        m = _DISTRO_FILE.fullmatch(url_path[1:]) if url_path.startswith("/") else None
         if m:
-            return distros.boot_file(self.state_dir, m.group(1), m.group(2))
+            return distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))
         if url_path.startswith("/bootfiles/") and "%" not in url_path:
             return safe_static_path(bootfiles_dir(self.state_dir), url_path[len("/bootfiles/"):])
         return None
