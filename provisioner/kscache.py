@@ -28,6 +28,9 @@ class KickstartCache:
         entry = self._entries.get(view.mac)
         if entry is not None and entry[0] == key:
             return entry[1]
+        return self._render(view, key)
+
+    def _render(self, view: InstallView, key: tuple) -> bytes:
         body = self.renderer.kickstart(view.node()).encode()
         self._entries[view.mac] = (key, body)
         return body
@@ -42,9 +45,10 @@ class KickstartCache:
         rendered = 0
         version = self.renderer.templates_version()
         for view in views:
+            key = (view.key, version)
             entry = self._entries.get(view.mac)
-            if entry is None or entry[0] != (view.key, version):
-                self.get(view)
+            if entry is None or entry[0] != key:
+                self._render(view, key)
                 rendered += 1
         return rendered
 
