@@ -291,6 +291,7 @@ def default_lab_dir() -> Path:
     return Path(os.path.expanduser("~/.local/share/provisioner-lab"))
 
 
+lab_uri_option = click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
 lab_dir_option = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                               help="Disks and console logs (default /var/lib/libvirt/images/provisioner-lab "
                                    "as root, else ~/.local/share/provisioner-lab).")
@@ -310,7 +311,7 @@ def _lab(uri, work_dir):
 
 @lab.command("up")
 @common_options
-@click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
+@lab_uri_option
 @click.option("--watch/--no-watch", default=True, help="Show each node's state until all are installed.")
 @click.option("--installer", type=click.Choice(["rehearsal", "anaconda"]), default="rehearsal", show_default=True,
               help="rehearsal: the offline installer built here (a Debian kernel and a busybox initrd); "
@@ -353,7 +354,7 @@ def lab_up(uri, watch, installer, work_dir):
 
 @lab.command("down")
 @common_options
-@click.option("--uri", default="qemu:///system", show_default=True)
+@lab_uri_option
 @lab_dir_option
 @fail_cleanly
 def lab_down(uri, work_dir):
@@ -364,7 +365,7 @@ def lab_down(uri, work_dir):
 
 @lab.command("status")
 @common_options
-@click.option("--uri", default="qemu:///system", show_default=True)
+@lab_uri_option
 @lab_dir_option
 @fail_cleanly
 def lab_status(uri, work_dir):
