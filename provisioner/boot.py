@@ -17,7 +17,12 @@ bp = Blueprint("boot", __name__)
 
 def answer() -> Response:
     node_http = current_app.extensions["provisioner"].node_http
-    reply = node_http.answer(request.method, request.path, request.get_data(), request.headers.get("Authorization"))
+    refusal = node_http.admit(request.method, request.path, request.headers.get("Authorization"),
+                             request.remote_addr)
+    if refusal is not None:     # the body stays unread
+        return to_response(refusal)
+    reply = node_http.answer(request.method, request.path, request.get_data(), request.headers.get("Authorization"),
+                             request.remote_addr)
     node_http.after_round()     # here a round is one request
     return to_response(reply)
 

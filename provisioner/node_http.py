@@ -78,21 +78,46 @@ class NodeHttp:
             ("GET", re.compile(r"/(?:boot|bootfiles)/.+"), self.static_file),
         ]
 
-    def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None) -> Reply:
-        """HEAD is answered as GET; the front end drops the body."""
+    def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None,
+               peer: str | None = None) -> Reply:
+        """HEAD is answered as GET; the front end drops the body. `peer`: the client's address
+        (None where the front end cannot tell)."""
+        route = self._route(method, path)
+        if isinstance(route, Reply):
+            return route
+        handler, m = route
+        return handler(m, body, authorization, peer)
+
+    def admit(self, method: str, path: str, authorization: str | None = None,
+              peer: str | None = None) -> Reply | None:
+        """Called by a front end once a request's head is read, before its body is: the refusal
+        to send instead of reading the body, or None to go on. A body is only ever read for a
+        path that exists and a node whose credential the request carries."""
+        route = self._route(method, path)
+        if isinstance(route, Reply):
+            return route
+        handler, m = route
+        if handler == self.event:
+            try:
+                self._event_node(m.group("mac"), parse_bearer(authorization))
+            except RegistryError as e:
+                return Reply.error(e)
+        return None
+
+    def _route(self, method: str, path: str):
         method = "GET" if method == "HEAD" else method
         allowed = False
         for want, pattern, handler in self.routes:
             m = pattern.fullmatch(path)
             if m:
                 if want == method:
-                    return handler(m, body, authorization)
+                    return handler, m
                 allowed = True
         return Reply.text("method not allowed\n", 405) if allowed else Reply.text("not found\n", 404)
 
     # -- the installer --------------------------------------------------------------------------
 
-    def kickstart(self, m: re.Match, body: bytes, authorization: str | None) -> Reply:
+    def kickstart(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
         asked = m.group(0)
         mac = self._mac(m, asked)
         if mac is None:
@@ -116,7 +141,7 @@ class NodeHttp:
         """Called by the boot server after each round of requests: write what they noted."""
         self.ctx.registry.flush()
 
-    def event(self, m: re.Match, body: bytes, authorization: str | None) -> Reply:
+    def event(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
         """A kickstart's callback or a first-boot step report. Authenticated by the node's
         install token, not the admin token."""
         try:
@@ -124,17 +149,21 @@ class NodeHttp:
         except RegistryError as e:
             return Reply.error(e)
 
-    def _event(self, mac_text: str, body: bytes, token: str | None):
-        registry = self.ctx.registry
+    def _event_node(self, mac_text: str, token: str | None):
         try:
             mac = canonical_mac(mac_text)
         except InvalidMAC as e:
             raise InvalidNode(str(e), "mac") from None
-        view = registry.install_view(mac)
+        view = self.ctx.registry.install_view(mac)
         if view is None:
             raise NotFound(f"no node has MAC {mac}")
         if not token_matches(token, view.row["install_token"]):
             raise Forbidden(f"wrong or missing install token for {view.hostname}")
+        return view
+
+    def _event(self, mac_text: str, body: bytes, token: str | None):
+        registry = self.ctx.registry
+        view = self._event_node(mac_text, token)
         try:
             data = json.loads(body)
         except ValueError:
