@@ -87,6 +87,35 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 """
 
+# Columns of `nodes` that registries made by older versions lack: `_migrate` adds each one that
+# is missing, so append new columns here (ADD COLUMN wants a constant default if NOT NULL).
+_NODE_COLUMNS: tuple[tuple[str, str], ...] = (
+    # the row's revision, for ETag / If-Match: every UPDATE of a node's row moves it on
+    ("version", "INTEGER NOT NULL DEFAULT 1"),
+)
+
+# Statements that name the columns above, so they run after `_migrate` has added them.
+# The trigger bumps `version` on every UPDATE, whichever code path wrote the row, so no writer
+# can forget; an UPDATE that sets `version` itself is left alone (WHEN), and the trigger's own
+# UPDATE does not fire it again (recursive triggers are off, and its WHEN would stop it anyway).
+# It touches only `version`, so the `names_on_update` trigger (OF hostname, ip, aliases) stays quiet.
+_AFTER_COLUMNS = (
+    "CREATE TRIGGER IF NOT EXISTS nodes_version AFTER UPDATE ON nodes"
+    " WHEN NEW.version = OLD.version"
+    " BEGIN UPDATE nodes SET version = OLD.version + 1 WHERE id = NEW.id; END",
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring an existing registry's schema up to this version's. Run inside a write
+    transaction, so two processes opening an old registry at once do not both add a column."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(nodes)")}
+    for name, decl in _NODE_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {decl}")
+    for sql in _AFTER_COLUMNS:
+        db.execute(sql)
+
 
 class RegistryError(Exception):
     status = 400
@@ -136,6 +165,7 @@ class Node:
     created_at: str
     updated_at: str
     last_event: Event | None = None
+    version: int = 1
 
     @property
     def mac(self) -> str:
@@ -208,6 +238,8 @@ class Registry:
             # the install tokens live here: owner-only from the first byte
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._conn().executescript(_SCHEMA)
+        with self._tx() as db:
+            _migrate(db)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> "Registry":
@@ -608,7 +640,7 @@ def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
         interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
         nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"])
     return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"], row["source"],
-                row["created_at"], row["updated_at"], last)
+                row["created_at"], row["updated_at"], last, row["version"])
 
 
 def _nics_json(nics: tuple[Nic, ...]) -> str:
