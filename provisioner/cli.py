@@ -100,12 +100,20 @@ def main(verbose: bool):
 @click.option("--no-boot", is_flag=True, help="Do not start the boot server.")
 @click.option("--boot-processes", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Boot server processes, sharing its port.")
-@click.option("--workers", default=2, show_default=True, help="HTTP worker processes.")
-@click.option("--threads", default=16, show_default=True, help="Threads per HTTP worker process.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="API processes, sharing its port.")
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Threads running the API's requests in each API process.")
+@click.option("--max-connections", type=click.IntRange(16, 1 << 20), default=None,
+              help="Open connections per HTTP process; more wait in the kernel's queue. "
+                   "Default: what the open-files limit has room for.")
+@click.option("--head-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              help="Seconds from a connection's accept to the end of its request's head (and TLS handshake).")
 @fail_cleanly
 def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, boot_processes: int,
-          workers: int, threads: int):
+          workers: int, threads: int, max_connections: int | None, head_timeout: float):
     """Run the service: the API over HTTP, the boot server for machines, boot loaders over TFTP."""
+    from provisioner.http.loop import Limits
     from provisioner.server import serve_forever
     host, port = _hostport(http)
     if no_tftp:
@@ -118,7 +126,7 @@ def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot:
     state_dir, site = _settings()
     logging.getLogger().setLevel(logging.INFO)
     serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at,
-                  boot_processes=boot_processes)
+                  boot_processes=boot_processes, limits=Limits(max_conns=max_connections, head_timeout=head_timeout))
 
 
 @main.command()
