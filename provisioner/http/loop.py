@@ -416,6 +416,10 @@ class HttpServer(BackgroundServer):
         """Check the head h11 accepted, then ask the subclass; False if the request was refused."""
         raw, c.raw = c.raw, bytearray()
         end = raw.find(b"\r\n\r\n")
+        if end > self.limits.max_header or end < 0 and len(raw) > self.limits.max_header:
+            # h11 caps only a head still incomplete; one that came whole in a read is ours to cap
+            self.refuse(c, 431, "request head too large")
+            return False
         head = bytes(raw[:end]) if end >= 0 else bytes(raw)
         if end < 0 or _BAD_HEAD.search(head):
             self.refuse(c, 400, "bare CR or LF, or obs-fold, in the request head")
@@ -423,6 +427,9 @@ class HttpServer(BackgroundServer):
         lengths = _CONTENT_LENGTH.findall(head)
         if len(lengths) > 1 or (lengths and b"," in lengths[0]):
             self.refuse(c, 400, "one Content-Length at most")
+            return False
+        if ev.http_version not in (b"1.1", b"1.0"):
+            self.refuse(c, 505, "HTTP/1.1 or 1.0 only")
             return False
         c.request = request = Request(ev)
         length = 0
@@ -472,7 +479,8 @@ class HttpServer(BackgroundServer):
                 status = f"{status} {HTTPStatus(status).phrase}"
             except ValueError:
                 status = f"{status} Unknown"
-        length = r.length if r.fd is not None else len(r.body)
+        # a HEAD answered by the app comes without its body, and with the length the GET's has
+        length = r.length if r.fd is not None or (head_only and r.length) else len(r.body)
         lines = [f"HTTP/1.1 {status}\r\n"]
         lines += [f"{k}: {v}\r\n" for k, v in r.headers]
         lines.append(f"Content-Length: {length}\r\nConnection: close\r\nServer: provisioner\r\n\r\n")

@@ -40,9 +40,25 @@ class FileWrapper:
     def __init__(self, f, blksize: int = 8192):
         self.f, self.blksize = f, blksize
 
+    # its own iterator, seekable as werkzeug's is: a range request wraps it (werkzeug's
+    # _RangeWrapper) and then seeks it, reads it and closes it through iter(it)
     def __iter__(self):
-        while chunk := self.f.read(self.blksize):
-            yield chunk
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self.f.read(self.blksize)
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def seekable(self) -> bool:
+        return hasattr(self.f, "seek")
+
+    def seek(self, *args) -> int:
+        return self.f.seek(*args)
+
+    def tell(self) -> int:
+        return self.f.tell()
 
     def close(self) -> None:
         self.f.close()
@@ -83,6 +99,7 @@ class ApiServer(HttpServer):
             super().serve_forever()
         finally:
             self._wake_r.close()
+            self._wake_w.close()
 
     def admit(self, c: Conn, request: Request) -> Response | None:
         if self.admit_head is None:
@@ -109,6 +126,8 @@ class ApiServer(HttpServer):
             self._wake_w.send(b"\0")
         except (BlockingIOError, InterruptedError):
             pass    # the pipe is full of wake-ups already
+        except OSError:
+            pass    # stopped meanwhile
 
     def _run_app(self, c: Conn, request: Request, body: bytes) -> Response:
         started: list = []
@@ -133,9 +152,12 @@ class ApiServer(HttpServer):
                 result.close()
         status, app_headers = started
         headers = [(k, v) for k, v in app_headers if k.lower() not in _HOP_BY_HOP]
-        if fd is None:
-            return Response(status, headers, b"".join(chunks))
         declared = next((v for k, v in app_headers if k.lower() == "content-length"), None)
+        if fd is None:
+            body = b"".join(chunks)
+            if request.method == "HEAD" and declared and declared.isdigit():
+                return Response(status, headers, body, length=int(declared))
+            return Response(status, headers, body)
         try:
             length = int(declared) if declared is not None else os.fstat(fd).st_size - offset
         except BaseException:
