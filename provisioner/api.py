@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from provisioner import boot, nodes
 from provisioner.auth import admin_required, bearer, token_matches
@@ -26,10 +27,28 @@ def _mac(value: str) -> str:
 
 
 def _body() -> object:
-    data = request.get_json(force=True, silent=True)
-    if data is None:
-        raise nodes.InvalidNode("the body must be a JSON object (Content-Type: application/json)")
-    return data
+    # Read here rather than by get_json: its `silent` swallows only ValueError, so a deeply nested
+    # body was a RecursionError (500). And not by get_data either: on a body without
+    # Content-Length (chunked) Werkzeug's read-all stops quietly at MAX_CONTENT_LENGTH, so an
+    # over-long body came through cut short, a valid object if its excess was padding. Reading
+    # on past the cap makes the stream raise instead (so a chunked body of exactly the cap counts
+    # as over it); a declared length over the cap raises at once.
+    cap = request.max_content_length
+    chunks, size = [], 0
+    try:
+        while chunk := request.stream.read(64 * 1024):
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise RequestEntityTooLarge()
+            chunks.append(chunk)
+    except RequestEntityTooLarge:
+        raise nodes.TooLarge(f"the body is over {cap} bytes", "body") from None
+    return nodes.parse_json(b"".join(chunks))
+
+
+def _tagged(resp, node):
+    resp.set_etag(nodes.etag(node))
+    return resp
 
 
 @bp.get("/nodes")
@@ -51,19 +70,24 @@ def create_node():
     resp = jsonify(node.public())
     resp.status_code = 201
     resp.headers["Location"] = f"/api/v1/nodes/{node.mac}"
-    return resp
+    return _tagged(resp, node)
 
 
 @bp.get("/nodes/<mac>")
 def get_node(mac: str):
-    return jsonify(_ctx().registry.get(_mac(mac)).public())
+    node = _ctx().registry.get(_mac(mac))
+    return _tagged(jsonify(node.public()), node)
 
 
 @bp.patch("/nodes/<mac>")
 @admin_required
 def patch_node(mac: str):
     ctx = _ctx()
-    return jsonify(nodes.change(ctx.site, ctx.registry, _mac(mac), _body()).public())
+    mac, data = _mac(mac), _body()
+    # no If-Match: last writer wins field by field (the change is merged inside the transaction)
+    if_match = request.if_match.contains if "If-Match" in request.headers else None
+    node = nodes.change(ctx.site, ctx.registry, mac, data, if_match=if_match)
+    return _tagged(jsonify(node.public()), node)
 
 
 @bp.delete("/nodes/<mac>")

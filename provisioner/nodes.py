@@ -1,51 +1,111 @@
 """Register and change nodes: one path for the HTTP API and the CLI.
 
 Input is validated against the site (roles, network, layout fit) before the registry sees it;
-the registry then checks uniqueness inside its transaction.
+the registry then checks uniqueness inside its transaction. A change is merged into the node
+as it is inside that transaction too, so two changes of one node cannot lose each other.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict
+from typing import Callable
 
 from provisioner.config import ConfigError, NodeSpec, Site, parse_node
 from provisioner.registry import Node, Registry, RegistryError
 
 EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes")
 REQUIRED = ("mac", "hostname", "ip", "roles")
+NIC_KEYS = ("mac", "name", "mode")
+TEXT = ("mac", "hostname", "ip", "interface")
+LISTS = ("aliases", "roles", "nics")
+
+# The shape limits below are checked before the site's validation: its messages quote the bad
+# value, and a megabyte of hostname should not come back in a 400 (nor be run through regexes).
+MAX_TEXT = 253              # the longest DNS name; every text field is far shorter when valid
+MAX_ITEMS = 64              # aliases, roles or NICs of one node
+MAX_DISK_BYTES = 2**63 - 1  # SQLite's INTEGER is 64-bit signed: more would not store
+# Far deeper than any body this API takes. Checked right after parsing, because what comes later
+# recurses over values (repr in error messages, jsonify) from deeper in the stack than the parser.
+MAX_DEPTH = 16
 
 
 class InvalidNode(RegistryError):
     """400: the body names a bad field."""
 
 
+class TooLarge(RegistryError):
+    """413: the body is over the size the server takes."""
+    status = 413
+    error = "too large"
+
+
+class PreconditionFailed(RegistryError):
+    """412: If-Match named a version of the node that is no longer the current one."""
+    status = 412
+    error = "precondition failed"
+
+
+def parse_json(raw: bytes) -> object:
+    """An API body as JSON, or InvalidNode: never RecursionError (json recurses per nesting
+    level, so 100,000 `[` exhaust the stack) and never anything nested deeper than MAX_DEPTH."""
+    if not raw.strip():
+        # also what a server that gives no way to read a body without Content-Length passes on
+        raise InvalidNode("the body is empty: send a JSON object with Content-Length and "
+                          "Content-Type: application/json")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise InvalidNode(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:      # UnicodeDecodeError too
+        raise InvalidNode(f"the body is not JSON ({_clip(str(e), 80)}); send a JSON object "
+                          "with Content-Type: application/json") from None
+    level = [data]
+    for _ in range(MAX_DEPTH + 1):
+        level = [v for c in level if isinstance(c, (list, dict))
+                 for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return data
+    raise InvalidNode(f"the body is nested deeper than {MAX_DEPTH} levels")
+
+
+def etag(node: Node) -> str:
+    """The node's version as its entity tag (unquoted; HTTP quotes it)."""
+    return str(node.version)
+
+
 def spec_from(site: Site, data: object) -> NodeSpec:
-    if not isinstance(data, dict):
-        raise InvalidNode("the body must be a JSON object")
+    _check_shape(data)
     for key in REQUIRED:
         if key not in data:
             raise InvalidNode(f"{key}: required", key)
-    try:
-        return parse_node(data, site, "node")
-    except ConfigError as e:
-        raise InvalidNode(_strip(str(e)), _field(str(e))) from None
+    return _parse(site, data)
 
 
 def register(site: Site, registry: Registry, data: object) -> Node:
     return registry.add(spec_from(site, data), source="api")
 
 
-def change(site: Site, registry: Registry, mac: str, data: object) -> Node:
-    """Apply a partial change; what the body leaves out stays as it is."""
-    if not isinstance(data, dict):
-        raise InvalidNode("the body must be a JSON object")
+def change(site: Site, registry: Registry, mac: str, data: object, *,
+           if_match: Callable[[str], bool] | None = None) -> Node:
+    """Apply a partial change; what the body leaves out stays as it is.
+
+    if_match: given the node's current entity tag, whether the change may go ahead (the
+    caller's If-Match); asked inside the write transaction, so no write slips in between."""
+    _check_shape(data)
     if not data:
         raise InvalidNode("the body changes nothing: give at least one of " + ", ".join(EDITABLE))
-    node = registry.get(mac)
-    merged = spec_dict(node.spec)
-    merged.update(data)
-    return registry.update(mac, spec_from(site, merged))
+
+    def merge(node: Node) -> NodeSpec:
+        if if_match is not None and not if_match(etag(node)):
+            raise PreconditionFailed(f"{node.hostname} is at version {etag(node)}, not the one If-Match "
+                                     "names: it changed since it was read; read it again", "If-Match")
+        merged = spec_dict(node.spec)
+        merged.update(data)
+        return _parse(site, merged)
+
+    return registry.update(mac, merge)
 
 
 def spec_dict(spec: NodeSpec) -> dict:
@@ -55,6 +115,70 @@ def spec_dict(spec: NodeSpec) -> dict:
     if d["disk_bytes"] is None:
         del d["disk_bytes"]
     return d
+
+
+def _parse(site: Site, data: dict) -> NodeSpec:
+    try:
+        return parse_node(data, site, "node")
+    except ConfigError as e:
+        raise InvalidNode(_strip(str(e)), _field(str(e))) from None
+
+
+def _check_shape(data: object) -> None:
+    """Refuse, as InvalidNode, what the site's validation would choke on or quote at length:
+    unknown keys, wrong JSON types, over-long text or lists, a disk size SQLite cannot hold."""
+    if not isinstance(data, dict):
+        raise InvalidNode(f"the body must be a JSON object, not {_kind(data)}")
+    for key, value in data.items():
+        if key not in EDITABLE:
+            raise InvalidNode(f"{_clip(key)}: unknown key (expected one of {', '.join(EDITABLE)})",
+                              _clip(key))
+        if key in TEXT:
+            _text(value, key)
+        elif key in LISTS:
+            if not isinstance(value, list):
+                raise InvalidNode(f"{key}: must be an array, not {_kind(value)}", key)
+            if len(value) > MAX_ITEMS:
+                raise InvalidNode(f"{key}: {len(value)} items; at most {MAX_ITEMS}", key)
+            for i, item in enumerate(value):
+                if key != "nics":
+                    _text(item, key, f"{key}[{i}]")
+                    continue
+                if not isinstance(item, dict):
+                    raise InvalidNode(f"nics[{i}]: must be an object, not {_kind(item)}", key)
+                for k, v in item.items():
+                    if k not in NIC_KEYS:
+                        raise InvalidNode(f"nics[{i}].{_clip(k)}: unknown key (expected one of "
+                                          f"{', '.join(NIC_KEYS)})", key)
+                    _text(v, key, f"nics[{i}].{k}")
+        elif key == "disk_bytes" and value is not None:
+            # bool is an int to Python, and 2**64 passes `isinstance(int)` but not SQLite
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidNode(f"disk_bytes: must be a whole number of bytes, not {_kind(value)}", key)
+            if not 0 < value <= MAX_DISK_BYTES:
+                raise InvalidNode(f"disk_bytes: {_clip(str(value))} is not a positive number of bytes "
+                                  f"up to {MAX_DISK_BYTES}", key)
+
+
+def _text(value: object, field: str, where: str | None = None) -> None:
+    where = where or field
+    if not isinstance(value, str):
+        raise InvalidNode(f"{where}: must be a string, not {_kind(value)}", field)
+    if len(value) > MAX_TEXT:
+        raise InvalidNode(f"{where}: {len(value)} characters; at most {MAX_TEXT}", field)
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type, as the client wrote it."""
+    for t, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"),
+                    (list, "array"), (dict, "object")):
+        if isinstance(value, t):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _field(message: str) -> str | None:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from provisioner.config import Nic, NodeSpec, Site
 
@@ -353,11 +353,17 @@ class Registry:
         log.info("registered %s (%s, %s) from %s", spec.hostname, spec.mac, spec.ip, source)
         return self.get(spec.mac)
 
-    def update(self, mac: str, spec: NodeSpec, *, allow_site: bool = False) -> Node:
+    def update(self, mac: str, spec: NodeSpec | Callable[[Node], NodeSpec], *,
+               allow_site: bool = False) -> Node:
+        """Replace a node's description. `spec` may be a function of the node as it is now,
+        called inside the write transaction: a change merged into a node read before it would
+        silently undo whatever was written in between. What it raises aborts the update."""
         with self._tx() as db:
             node = self._get_in(db, mac)
             if node.source == "site" and not allow_site:
                 raise Conflict(f"{node.hostname} is declared in the site file; change it there", "source")
+            if callable(spec):
+                spec = spec(node)
             self._check_free(db, spec, node_id=node.id)
             changed = _diff(node.spec, spec)
             if not changed:
