@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,23 @@ def _hash_matches(password: str, hashed: str) -> bool:
 
 
 def ensure_state_dir(state_dir: Path) -> Path:
+    """The state directory, owner-only. It holds the registry's install tokens and the secrets,
+    so one made by an older version (or by hand) is tightened, and one that someone else owns or
+    could repoint (a symlink that is not ours) is refused: they could read or swap everything."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    uid = os.geteuid()
+    link = os.lstat(state_dir)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != uid:
+        raise ValueError(f"state directory {state_dir} is a symlink owned by uid {link.st_uid}, not by "
+                         f"this user (uid {uid}); refusing it: point --state-dir at the real directory")
+    st = os.stat(state_dir)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"state directory {state_dir} is not a directory")
+    if st.st_uid != uid:
+        raise ValueError(f"state directory {state_dir} is owned by uid {st.st_uid}, not by this user "
+                         f"(uid {uid}); refusing it: run as its owner, or chown it")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(state_dir, 0o700)
     return state_dir
 
 

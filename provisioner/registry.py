@@ -237,6 +237,7 @@ class Registry:
         if not self.path.exists():
             # the install tokens live here: owner-only from the first byte
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)      # at every start: an older version's file or a restore may be readable
         self._conn().executescript(_SCHEMA)
         with self._tx() as db:
             _migrate(db)
