@@ -1,4 +1,4 @@
-"""The real server (`provisioner serve`: gunicorn) on loopback, driven with requests."""
+"""The real server (`provisioner serve`: the API and boot server processes) on loopback, driven with requests."""
 
 import socket
 
@@ -38,7 +38,7 @@ def test_garbage_on_the_socket_does_not_stop_the_server(live_server):
                 sock.recv(4096)
             except OSError:
                 pass
-    assert requests.get(f"{live_server}/api/v1/nodes", timeout=10).status_code == 200
+    assert requests.get(f"{live_server}/api/v1/nodes", headers=live_server.reader, timeout=10).status_code == 200
 
 
 def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir):
@@ -48,9 +48,9 @@ def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir):
     requests.post(f"{live_server}/api/v1/nodes", json=new_node(), headers=auth, timeout=10)
     requests.get(f"{live_server}/ks/52:54:00:aa:00:10", timeout=10)
     requests.delete(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", headers={"Authorization": "Bearer guess"}, timeout=10)
-    listing = requests.get(f"{live_server}/api/v1/nodes", timeout=10).text
-    one = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", timeout=10).text
-    events = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10/events", timeout=10).text
+    listing = requests.get(f"{live_server}/api/v1/nodes", headers=live_server.reader, timeout=10).text
+    one = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", headers=live_server.reader, timeout=10).text
+    events = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10/events", headers=live_server.reader, timeout=10).text
     from provisioner.registry import Registry
     tokens = [n.install_token for n in Registry.in_state_dir(state_dir).list()]
     assert len(tokens) == 6
@@ -84,7 +84,10 @@ def test_a_small_storm_on_the_boot_server_loses_no_write(live_server, state_dir)
     with ThreadPoolExecutor(32) as pool:
         assert set(pool.map(install, macs)) == {409}      # installed: never handed a kickstart again
     for mac in macs:
-        node = requests.get(f"{live_server}/api/v1/nodes/{mac}", timeout=10).json()
+        node = requests.get(f"{live_server}/api/v1/nodes/{mac}", headers=live_server.reader, timeout=10).json()
         assert (node["state"], node["netboot"]) == ("installed", False)
-        events = requests.get(f"{live_server}/api/v1/nodes/{mac}/events", timeout=10).json()["events"]
-        assert sorted(e["type"] for e in events) == ["installed", "installing", "kickstart", "registered"]
+        events = requests.get(f"{live_server}/api/v1/nodes/{mac}/events", headers=live_server.reader, timeout=10).json()["events"]
+        # the start of the install is written once: by the fetch, or by %pre's report if that
+        # was written before the fetch's round was
+        types = sorted(e["type"] for e in events)
+        assert types in (["installed", "kickstart", "registered"], ["installed", "installing", "registered"]), types
