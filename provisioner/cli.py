@@ -398,6 +398,111 @@ def lab_console(node, work_dir):
     os.execvp("tail", ["tail", "-n", "+1", "-f", str(path)])
 
 
+@lab.group("roles")
+def lab_roles():
+    """The roles lab: the registry's nodes as Debian 13 system containers (systemd-nspawn).
+
+    One root (debootstrap, with the role steps' packages) is built once and cached; each node
+    boots it under its own overlay, with its registry addresses on an install network and a
+    stand-in public network that live in network namespaces made for the lab. For now `up`
+    only builds and boots this substrate; running the role steps in it comes next.
+    """
+
+
+roles_work_option = click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Overlays, consoles and the lab's state (default /var/lib/provisioner-lab-roles as root).")
+roles_cache_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where built roots are kept (default ~/.cache/provisioner/lab-roles).")
+
+
+def _roles_substrate(work_dir, cache_dir, recipe="full"):
+    from provisioner.lab_roles import Substrate
+    ctx = _context()
+    return Substrate.from_site(ctx.site, ctx.registry.list(), cache_dir, work_dir, recipe=recipe,
+                               progress=click.echo)
+
+
+@lab_roles.command("up")
+@common_options
+@click.option("--keep", is_flag=True,
+              help="Leave the containers running and return (take them down with `lab roles down`). "
+                   "Without it, `up` waits for Ctrl-C and then takes everything down.")
+@click.option("--recipe", type=click.Choice(["full", "base"]), default="full", show_default=True,
+              help="full: the root with every role's packages; base: systemd and the common tools only.")
+@click.option("--boot-timeout", type=float, default=300, show_default=True, help="Seconds for all nodes to boot.")
+@roles_work_option
+@roles_cache_option
+@fail_cleanly
+def lab_roles_up(keep, recipe, boot_timeout, work_dir, cache_dir):
+    """Build (or reuse) the root and boot one container per registered node. The role steps come next."""
+    from provisioner.lab_roles import SubstrateError
+    sub = _roles_substrate(work_dir, cache_dir, recipe)
+    try:
+        t = sub.up(boot_timeout=boot_timeout)
+    except SubstrateError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"root {'cached' if t.root_cached else 'built'} in {t.root:.0f}s, networks {t.network:.1f}s, "
+               f"{len(t.states)} nodes booted in {t.boot:.1f}s")
+    for host, state in t.states.items():
+        failed = sub.failed_units(host)
+        click.echo(f"  {host:<12} {state}" + (f"  (failed: {', '.join(failed)})" if failed else ""))
+    if keep:
+        return
+    click.echo("up; Ctrl-C takes it down")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo()
+    finally:
+        sub.down()
+
+
+@lab_roles.command("down")
+@common_options
+@roles_work_option
+@fail_cleanly
+def lab_roles_down(work_dir):
+    """Stop every container; remove its overlay, veths, bridges and the lab's namespaces."""
+    from provisioner.lab_roles import Substrate
+    if not Substrate([], None, work_dir, progress=click.echo).down():
+        click.echo("nothing to take down")
+
+
+@lab_roles.command("status")
+@common_options
+@roles_work_option
+@fail_cleanly
+def lab_roles_status(work_dir):
+    """Each container's systemd state (running, degraded, stopped)."""
+    from provisioner.lab_roles import Substrate
+    sub = Substrate([], None, work_dir)
+    states = sub.status()
+    if not states:
+        click.echo("no roles lab is up")
+        return
+    for host, state in states.items():
+        click.echo(f"{host:<12} {state}")
+    click.echo(f"root {sub.root}; namespaces {', '.join(sub.namespaces())}")
+
+
+@lab_roles.command("shell")
+@common_options
+@click.argument("node")
+@roles_work_option
+@fail_cleanly
+def lab_roles_shell(node, work_dir):
+    """A root shell inside NODE's container."""
+    from provisioner.lab_roles import Substrate, SubstrateError
+    try:
+        code = Substrate([], None, work_dir).shell(node)
+    except SubstrateError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
 @main.group()
 def bootfiles():
     """Boot loaders for PXE clients."""
