@@ -8,11 +8,18 @@ HOOKS=${HOOKS:-$(cd "$(dirname "$0")" && pwd)}
 ETC=${PROVISIONER_ETC:-/etc/provisioner}
 STATE=${PROVISIONER_STATE:-/var/lib/provisioner}
 BARRIER_POLL=${BARRIER_POLL:-10}
+BARRIER_TIMEOUT=${BARRIER_TIMEOUT:-14400}   # a host that never comes must not hold the rest forever
 # shellcheck disable=SC1091
-. "$ETC/node.env"     # PROVISIONER_URL, PROVISIONER_MAC, PROVISIONER_TOKEN (from the kickstart)
+. "$ETC/node.env"     # PROVISIONER_URL, PROVISIONER_MAC, PROVISIONER_TOKEN (written by %post)
+# PROVISIONER_TOKEN is this node's first-boot credential, handed to %post in the answer to its
+# `installed` report; it ends when the node is deployed or rebuilt.
+TLS=()
+if [ -r "$ETC/ca.pem" ]; then
+    TLS=(--cacert "$ETC/ca.pem")    # the service's CA, pinned: secrets travel here
+fi
 
 api() {
-    curl -fsS -m 60 --retry 5 --retry-delay 2 --retry-connrefused \
+    curl -fsS -m 60 --retry 5 --retry-delay 2 --retry-connrefused "${TLS[@]}" \
         -H "Authorization: Bearer $PROVISIONER_TOKEN" "$@"
 }
 
@@ -25,10 +32,26 @@ print(json.dumps({"type": "step", "detail": {"step": sys.argv[1], "status": sys.
         "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/events" >/dev/null
 }
 
+# wait_barrier NAME: until the service says it is open; after BARRIER_TIMEOUT seconds, fail,
+# naming the hosts it still waits for (left in $STATE/barrier.why)
 wait_barrier() {
-    local name=$1 said=0
-    until api "$PROVISIONER_URL/api/v1/barriers/$name" \
-            | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["ready"] else 1)'; do
+    local name=$1 said=0 start=$SECONDS
+    while true; do
+        if api "$PROVISIONER_URL/api/v1/barriers/$name" > "$STATE/barrier.json" \
+                && python3 - "$STATE/barrier.json" "$STATE/barrier.why" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write("barrier %s (%s) still waits for: %s\n"
+                             % (b["name"], b["why"], ", ".join(b["waiting_for"]) or "nobody holds its roles"))
+sys.exit(0 if b["ready"] else 1)
+PY
+        then
+            return 0
+        fi
+        if ((SECONDS - start >= BARRIER_TIMEOUT)); then
+            echo "timed out after ${BARRIER_TIMEOUT}s: $(cat "$STATE/barrier.why" 2>/dev/null || echo "barrier $name unreadable")"
+            return 1
+        fi
         if [ "$said" = 0 ]; then
             echo "waiting for barrier $name"
             said=1
@@ -52,8 +75,10 @@ plan=$(api "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/plan?format=text") ||
 while IFS='|' read -r step wait state; do
     [ -n "$step" ] || continue
     [ "$state" = ok ] && continue
-    if [ -n "$wait" ]; then
-        wait_barrier "$wait"
+    if [ -n "$wait" ] && ! wait_barrier "$wait" > "$STATE/barrier.log" 2>&1; then
+        report "$step" failed "$STATE/barrier.log"
+        echo "step $step: $(tail -n 1 "$STATE/barrier.log")" >&2
+        exit 1
     fi
     echo "step $step"
     report "$step" started ""

@@ -1,4 +1,4 @@
-"""The registry's HTTP API: /api/v1. Reads are open, writes need the admin token."""
+"""The registry's HTTP API: /api/v1. Writes need the admin token, reads a token too (auth)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from provisioner import boot, nodes
-from provisioner.auth import admin_required, bearer, token_matches
+from provisioner.auth import admin_required, bearer, may_read, reader_required, unauthorized
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
 from provisioner.plan import barrier_status, config_env, load_plan, node_plan
-from provisioner.registry import STATES, Forbidden, NotFound, RegistryError
+from provisioner.registry import STATES, Forbidden, NotFound, RegistryError, check_firstboot_token
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -52,6 +52,7 @@ def _tagged(resp, node):
 
 
 @bp.get("/nodes")
+@reader_required
 def list_nodes():
     ctx = _ctx()
     role, state = request.args.get("role"), request.args.get("state")
@@ -74,6 +75,7 @@ def create_node():
 
 
 @bp.get("/nodes/<mac>")
+@reader_required
 def get_node(mac: str):
     node = _ctx().registry.get(_mac(mac))
     return _tagged(jsonify(node.public()), node)
@@ -98,6 +100,7 @@ def delete_node(mac: str):
 
 
 @bp.get("/nodes/<mac>/events")
+@reader_required
 def node_events(mac: str):
     events = _ctx().registry.events(_mac(mac))
     return jsonify(events=[e.as_dict() for e in events])
@@ -109,17 +112,16 @@ def post_event(mac: str):
     return boot.answer()
 
 
-def _node_token(ctx, mac: str):
-    node = ctx.registry.get(_mac(mac))
-    if not token_matches(bearer(), node.install_token):
-        raise Forbidden(f"wrong or missing install token for {node.hostname}")
-    return node
-
-
 @bp.get("/nodes/<mac>/plan")
 def node_plan_view(mac: str):
+    """For readers, and for the node itself (its first-boot runner)."""
     ctx = _ctx()
     node = ctx.registry.get(_mac(mac))
+    if not may_read():
+        try:
+            check_firstboot_token(node, bearer())
+        except Forbidden:
+            return unauthorized("this request needs a read token or the node's first-boot credential")
     rows = node_plan(load_plan(), ctx.registry, node)
     if request.args.get("format") == "text":
         # '|' rather than tabs: the shell's read would merge a tab-separated empty field
@@ -130,15 +132,21 @@ def node_plan_view(mac: str):
 
 @bp.get("/nodes/<mac>/config")
 def node_config(mac: str):
-    """The node's configuration for its steps, secrets included: its install token only."""
+    """The node's configuration for its steps, with the secrets its own steps read and no
+    others: for its first-boot credential only (not even the admin token: the secrets file is
+    the operator's copy)."""
     ctx = _ctx()
-    node = _node_token(ctx, mac)
-    text = config_env(ctx.site, ctx.credentials, node, ctx.registry.list())
+    node = ctx.registry.get(_mac(mac))
+    check_firstboot_token(node, bearer())
+    text = config_env(ctx.site, ctx.credentials, node, ctx.registry.list(), load_plan())
     return current_app.response_class(text, mimetype="text/plain")
 
 
 @bp.get("/barriers/<name>")
 def barrier(name: str):
+    """For readers, and for any node holding a first-boot credential (runners wait here)."""
+    if not may_read() and _ctx().registry.firstboot_node(bearer()) is None:
+        return unauthorized("this request needs a read token or a node's first-boot credential")
     plan = load_plan()
     if name not in plan.barriers:
         raise NotFound(f"no barrier named {name!r} (known: {', '.join(plan.barriers)})")

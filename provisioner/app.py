@@ -15,6 +15,7 @@ from provisioner.config import Site, load_site
 from provisioner.credentials import Credentials, load_or_create
 from provisioner.registry import Registry
 from provisioner.render import Renderer
+from provisioner.tls import ca_pem
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
@@ -48,8 +49,8 @@ def open_context(state_dir: Path, site: Site | str | Path | None = None, *,
     credentials = load_or_create(state_dir)
     registry = Registry.in_state_dir(state_dir)
     registry.sync_site(site)
-    return Context(site, credentials, registry, Renderer(site, credentials, auto_reload=reload_templates),
-                   state_dir)
+    renderer = Renderer(site, credentials, auto_reload=reload_templates, ca_pem=ca_pem(site, state_dir))
+    return Context(site, credentials, registry, renderer, state_dir)
 
 
 def create_app(state_dir: Path, site: Site | str | Path | None = None) -> Flask:

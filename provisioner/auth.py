@@ -1,4 +1,11 @@
-"""Bearer tokens: the admin token guards every API write, a node's install token its callbacks."""
+"""Bearer tokens and who holds which.
+
+- admin token: every API write, and every read.
+- read-only token: reads (listings, events, plans, barriers); the site can open reads to all.
+- a node's install token: that install's callbacks (node_http), until `installed`.
+- a node's first-boot credential: its configuration, its plan and step reports, and barriers,
+  from `installed` until `deployed` or a rebuild (registry).
+"""
 
 from __future__ import annotations
 
@@ -24,15 +31,36 @@ def token_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def unauthorized(detail: str):
+    resp = jsonify(error="unauthorized", detail=detail)
+    resp.status_code = 401
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
+    return resp
+
+
 def admin_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
         if not token_matches(bearer(), current_app.config["CREDENTIALS"].admin_token):
-            resp = jsonify(error="unauthorized",
-                           detail="this request needs 'Authorization: Bearer <admin token>' "
-                                  "(see 'provisioner token')")
-            resp.status_code = 401
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
-            return resp
+            return unauthorized("this request needs 'Authorization: Bearer <admin token>' "
+                                "(see 'provisioner token')")
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def may_read() -> bool:
+    """The request may read listings, events, plans and barriers."""
+    if current_app.extensions["provisioner"].site.open_reads:
+        return True
+    creds, given = current_app.config["CREDENTIALS"], bearer()
+    return token_matches(given, creds.admin_token) or token_matches(given, creds.reader_token)
+
+
+def reader_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not may_read():
+            return unauthorized("this request needs 'Authorization: Bearer <token>': the read-only "
+                                "token ('provisioner token --read-only') or the admin token")
         return view(*args, **kwargs)
     return wrapper

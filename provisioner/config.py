@@ -93,6 +93,10 @@ class Site:
     provider_network: dict = field(default_factory=dict)
     selfservice_cidr: str = ""
     test_image: str = ""
+    # security: site options that trade safety for reach (README, "Security")
+    open_reads: bool = False                    # listings, events, plans without a token
+    kickstart_node_address_only: bool = True    # /ks/<mac> only to that node's own address
+    tls_ca: Path | None = None                  # the CA of an operator's API certificate
 
     @property
     def distro(self) -> str:
@@ -124,6 +128,12 @@ def distro_name(name: str, version: str, arch: str) -> str:
     return slug
 
 
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false")
+    return value
+
+
 def load_site(path: str | Path | None = None) -> Site:
     """Load and validate a site file; None or DEFAULT_SITE gives the embedded testbed."""
     if path is None or str(path) == DEFAULT_SITE:
@@ -146,7 +156,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
-               "roles", "packages", "layouts", "nodes", "templates", "boot"}
+               "roles", "packages", "layouts", "nodes", "templates", "boot", "security"}
     _only_keys(data, allowed, "")
     name = _str(data.get("name", "site"), "name")
     domain = _str(data.get("domain"), "domain").lower()
@@ -157,14 +167,25 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         raise ConfigError(f"timezone: {tz!r} is not a time zone name like Europe/Berlin")
 
     svc = _map(data.get("service"), "service")
-    _only_keys(svc, {"url", "boot_url"}, "service")
+    _only_keys(svc, {"url", "boot_url", "tls_ca"}, "service")
+    tls_ca = svc.get("tls_ca")
+    if tls_ca is not None:
+        tls_ca = Path(_str(tls_ca, "service.tls_ca"))
+        if source != DEFAULT_SITE and not tls_ca.is_absolute():
+            tls_ca = Path(source).parent / tls_ca
     service_url = _url(svc.get("url"), "service.url").rstrip("/")
     if svc.get("boot_url") is not None:
         boot_url = _url(svc.get("boot_url"), "service.boot_url").rstrip("/")
     else:
-        # `provisioner serve` puts the boot server one port above the service
+        # `provisioner serve` puts the boot server one port above the service; it speaks plain
+        # HTTP whatever the API speaks (firmware and installers cannot pin a CA)
         u = urlparse(service_url)
-        boot_url = f"{u.scheme}://{u.hostname}:{(u.port or 80) + 1}"
+        boot_url = f"http://{u.hostname}:{(u.port or (443 if u.scheme == 'https' else 80)) + 1}"
+
+    sec = _map(data.get("security", {}), "security")
+    _only_keys(sec, {"open_reads", "kickstart_node_address_only"}, "security")
+    open_reads = _flag(sec.get("open_reads", False), "security.open_reads")
+    ks_address_only = _flag(sec.get("kickstart_node_address_only", True), "security.kickstart_node_address_only")
 
     net = _map(data.get("network"), "network")
     _only_keys(net, {"cidr", "gateway", "nameservers"}, "network")
@@ -278,7 +299,8 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         openstack_release=release, roles=roles, packages=_packages(data.get("packages", []), "packages"),
         layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
         kernel_args=tuple(kernel_args), provider_network=provider, selfservice_cidr=str(self_net),
-        test_image=test_image,
+        test_image=test_image, open_reads=open_reads, kickstart_node_address_only=ks_address_only,
+        tls_ca=tls_ca,
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):

@@ -42,6 +42,10 @@ class Credentials:
         return self.values["admin_token"]
 
     @property
+    def reader_token(self) -> str:
+        return self.values["reader_token"]
+
+    @property
     def root_password_hash(self) -> str:
         return self.values["root_password_hash"]
 
@@ -89,9 +93,10 @@ def load_or_create(state_dir: Path) -> Credentials:
             raise ValueError(f"{path}: must be a mapping of secret names to values")
         values = {str(k): str(v) for k, v in loaded.items()}
     changed = False
-    if not values.get("admin_token"):
-        values["admin_token"] = secrets.token_urlsafe(32)
-        changed = True
+    for key in ("admin_token", "reader_token"):
+        if not values.get(key):
+            values[key] = secrets.token_urlsafe(32)
+            changed = True
     for key in PASSWORD_KEYS:
         if not values.get(key):
             values[key] = secrets.token_urlsafe(18)

@@ -23,7 +23,7 @@ from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.nodes import InvalidNode
 from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
-from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError
+from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,11 @@ class NodeHttp:
         if view is None:
             log.info("boot http %s: asked %s, answered 404: not registered", mac, asked)
             return Reply.text(f"no node has MAC {mac}\n", 404)
+        if self.ctx.site.kickstart_node_address_only and peer != view.row["ip"]:
+            # the kickstart carries the install token: only the machine itself may have it
+            log.warning("boot http %s (%s): asked %s from %s, answered 403: not the node's address %s",
+                        mac, view.hostname, asked, peer, view.row["ip"])
+            return Reply.text(f"this kickstart is served only to {view.hostname}'s own address\n", 403)
         try:
             registry.kickstart_fetched(view)
         except Conflict as e:
@@ -142,14 +147,21 @@ class NodeHttp:
         self.ctx.registry.flush()
 
     def event(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
-        """A kickstart's callback or a first-boot step report. Authenticated by the node's
-        install token, not the admin token."""
+        """A kickstart's callback (the install token) or a first-boot step report (the
+        first-boot credential). The answer to `installed` carries the first-boot credential:
+        the one time it is ever sent."""
         try:
-            return Reply.json(self._event(m.group("mac"), body, parse_bearer(authorization)).public())
+            node, firstboot = self._event(m.group("mac"), body, parse_bearer(authorization))
         except RegistryError as e:
             return Reply.error(e)
+        answer = node.public()
+        if firstboot:
+            answer["firstboot_token"] = firstboot
+        return Reply.json(answer)
 
     def _event_node(self, mac_text: str, token: str | None):
+        """The node, if the token is one of its live credentials (which one is for the body's
+        type to say)."""
         try:
             mac = canonical_mac(mac_text)
         except InvalidMAC as e:
@@ -157,9 +169,18 @@ class NodeHttp:
         view = self.ctx.registry.install_view(mac)
         if view is None:
             raise NotFound(f"no node has MAC {mac}")
-        if not token_matches(token, view.row["install_token"]):
-            raise Forbidden(f"wrong or missing install token for {view.hostname}")
-        return view
+        install_token = view.row["install_token"]
+        if install_token and token_matches(token, install_token):
+            return view
+        firstboot = view.row["firstboot_hash"]
+        if firstboot and token and token_matches(token_hash(token), firstboot):
+            return view
+        if not install_token:
+            raise Forbidden(f"wrong or ended credential for {view.hostname}: its install token ended when "
+                            f"it reported installed ({view.state} now). If this machine did not report "
+                            "that, something else on the install network did: rebuild it to install again",
+                            "token")
+        raise Forbidden(f"wrong or missing credential for {view.hostname}", "token")
 
     def _event(self, mac_text: str, body: bytes, token: str | None):
         registry = self.ctx.registry
@@ -175,7 +196,7 @@ class NodeHttp:
             raise InvalidNode(f"{extra[0]}: unknown key (expected type, detail)", extra[0])
         type_ = data.get("type")
         if type_ == "step":
-            return self._step_report(view.node(), token, data.get("detail"))
+            return self._step_report(view.node(), token, data.get("detail")), None
         if type_ not in CALLBACKS:
             raise InvalidNode(f"type: {type_!r} is not one of {', '.join(CALLBACKS)}, step", "type")
         detail = data.get("detail")

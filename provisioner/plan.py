@@ -19,11 +19,14 @@ from pathlib import Path
 import yaml
 
 from provisioner.config import Site
-from provisioner.credentials import Credentials
+from provisioner.credentials import PASSWORD_KEYS, Credentials
 from provisioner.registry import Node, Registry
 
 HOOKS_DIR = Path(__file__).resolve().parent.parent / "hooks"
 STEP_STATUSES = ("started", "ok", "failed")
+# what a step may name under `secrets:`; the root password reaches machines only as a hash in
+# the kickstart, and MariaDB's root is reached over its socket
+STEP_SECRETS = tuple(k for k in PASSWORD_KEYS if k not in ("root_password", "mariadb_root_password"))
 
 
 class PlanError(ValueError):
@@ -36,6 +39,7 @@ class Step:
     roles: tuple[str, ...]
     report: str
     wait: str | None
+    secrets: tuple[str, ...] = ()
 
     def applies_to(self, roles) -> bool:
         return "all" in self.roles or any(r in roles for r in self.roles)
@@ -61,6 +65,13 @@ class Plan:
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
 
+    def secrets_for(self, roles) -> list[str]:
+        """The secrets a node with these roles is sent: those its own steps name."""
+        out: list[str] = []
+        for step in self.for_roles(roles):
+            out += [k for k in step.secrets if k not in out]
+        return out
+
 
 @lru_cache(maxsize=4)
 def load_plan(hooks_dir: Path = HOOKS_DIR) -> Plan:
@@ -70,7 +81,11 @@ def load_plan(hooks_dir: Path = HOOKS_DIR) -> Plan:
         barriers[name] = Barrier(name, b["after"], tuple(b["roles"]), b.get("why", ""))
     steps = []
     for i, s in enumerate(data["steps"]):
-        step = Step(s["step"], tuple(s["roles"]), s.get("report", ""), s.get("wait"))
+        step = Step(s["step"], tuple(s["roles"]), s.get("report", ""), s.get("wait"), tuple(s.get("secrets", ())))
+        unknown = [k for k in step.secrets if k not in STEP_SECRETS]
+        if unknown:
+            raise PlanError(f"plan.yaml steps[{i}].secrets: no secret named {unknown[0]!r} "
+                            f"(known: {', '.join(STEP_SECRETS)})")
         if not (hooks_dir / f"{step.id}.sh").is_file():
             raise PlanError(f"plan.yaml steps[{i}]: no script hooks/{step.id}.sh")
         if step.wait and step.wait not in barriers:
@@ -117,8 +132,10 @@ def barrier_status(plan: Plan, registry: Registry, name: str) -> dict:
             "waiting_for": waiting, "why": b.why}
 
 
-def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Node]) -> str:
-    """The node's configuration for its steps (the report's configrc, rendered per node)."""
+def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Node], plan: Plan) -> str:
+    """The node's configuration for its steps (the report's configrc, rendered per node), with
+    the secrets its own steps name in the plan and no others: a compute host never holds a
+    database password."""
     controllers = [n for n in nodes if "controller" in n.spec.roles]
     computes = sorted((n for n in nodes if "compute" in n.spec.roles), key=lambda n: n.hostname)
     gateways = [n for n in nodes if "gateway" in n.spec.roles]
@@ -155,10 +172,7 @@ def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Nod
         "CIRROS_URL": site.test_image,
         "PROVISIONER_URL": site.service_url,
     }
-    for key in ("rabbitmq_password", "keystone_admin_password", "glance_password", "placement_password",
-                "nova_password", "neutron_password", "cinder_password", "metadata_secret",
-                "keystone_db_password", "glance_db_password", "placement_db_password", "nova_db_password",
-                "neutron_db_password", "cinder_db_password", "libvirt_migration_password"):
+    for key in plan.secrets_for(node.spec.roles):
         values[key.upper()] = c[key]
     lines = ["# Rendered by the provisioner for this node; do not edit (it is fetched again)."]
     lines += [f"{k}={shlex.quote(v)}" for k, v in values.items()]

@@ -10,6 +10,7 @@ MAC, so a node's history outlives its record.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import hmac
 import json
 import logging
@@ -92,6 +93,8 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 _NODE_COLUMNS: tuple[tuple[str, str], ...] = (
     # the row's revision, for ETag / If-Match: every UPDATE of a node's row moves it on
     ("version", "INTEGER NOT NULL DEFAULT 1"),
+    # sha256 of the node's first-boot credential, from `installed` until `deployed` or a rebuild
+    ("firstboot_hash", "TEXT"),
 )
 
 # Statements that name the columns above, so they run after `_migrate` has added them.
@@ -103,6 +106,8 @@ _AFTER_COLUMNS = (
     "CREATE TRIGGER IF NOT EXISTS nodes_version AFTER UPDATE ON nodes"
     " WHEN NEW.version = OLD.version"
     " BEGIN UPDATE nodes SET version = OLD.version + 1 WHERE id = NEW.id; END",
+    # barriers are read with any node's first-boot credential, found by its hash
+    "CREATE INDEX IF NOT EXISTS nodes_by_firstboot ON nodes(firstboot_hash)",
 )
 
 
@@ -161,6 +166,7 @@ class Node:
     state: str
     netboot: bool
     install_token: str = field(repr=False)
+    firstboot_hash: str | None = field(repr=False)
     source: str
     created_at: str
     updated_at: str
@@ -290,7 +296,10 @@ class Registry:
             pass
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction. durable: the commit is on disk (the WAL fsynced) before
+        this returns, for changes that arm or disarm netboot: with synchronous=NORMAL a power
+        cut may undo the last commits, and an undone `installed` reinstalls a machine."""
         db = self._conn()
         # Writers take turns on a thread lock and an flock(2) on a lock file (for the other
         # worker processes), which wake the next writer at once, rather than in SQLite's busy
@@ -298,6 +307,8 @@ class Registry:
         # kickstart latency.
         with self._write_lock:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             try:
                 db.execute("BEGIN IMMEDIATE")
                 written: list[tuple[int, str, str]] = []
@@ -311,6 +322,8 @@ class Registry:
                 else:
                     db.execute("COMMIT")
             finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- reads ------------------------------------------------------------------------------
@@ -348,7 +361,7 @@ class Registry:
     # -- writes -----------------------------------------------------------------------------
 
     def add(self, spec: NodeSpec, source: str = "api") -> Node:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             self._check_free(db, spec, node_id=None)
             self._insert(db, spec, source)
         log.info("registered %s (%s, %s) from %s", spec.hostname, spec.mac, spec.ip, source)
@@ -375,7 +388,7 @@ class Registry:
         return self.get(spec.mac)
 
     def remove(self, mac: str, *, allow_site: bool = False) -> Node:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             node = self._get_in(db, mac)
             if node.source == "site" and not allow_site:
                 raise Conflict(f"{node.hostname} is declared in the site file; remove it there", "source")
@@ -417,7 +430,8 @@ class Registry:
         if not view.netboot:
             raise Conflict(f"{view.hostname} is {view.state} and not armed for install; "
                            "rebuild it to reinstall", "state")
-        self._fetched.append((view.row["id"], view.mac, now()))
+        if view.state != "installing":     # once per install cycle: fetching again writes nothing
+            self._fetched.append((view.row["id"], view.mac, now()))
 
     def flush(self) -> None:
         """Write the kickstart fetches noted so far."""
@@ -429,33 +443,54 @@ class Registry:
         while self._fetched:
             node_id, mac, at = item = self._fetched.popleft()
             written.append(item)        # given back if the transaction fails
-            # the fetch-time rule against the state now: an `installed` written meanwhile wins
-            db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=? AND netboot=1"
-                       " AND state != 'installing'", (at, node_id))
-            db.execute("INSERT INTO events (mac, at, type, detail) VALUES (?, ?, 'kickstart', ?)",
-                       (mac, at, json.dumps({"state": "installing"})))
+            # the fetch-time rule against the state now: an `installed` written meanwhile wins,
+            # and fetches noted twice before either was written make one event
+            cur = db.execute("UPDATE nodes SET state='installing', updated_at=? WHERE id=? AND netboot=1"
+                             " AND state != 'installing'", (at, node_id))
+            if cur.rowcount:
+                db.execute("INSERT INTO events (mac, at, type, detail) VALUES (?, ?, 'kickstart', ?)",
+                           (mac, at, json.dumps({"state": "installing"})))
 
-    def callback(self, mac: str, token: str | None, type_: str, detail: object) -> Node:
-        """A kickstart callback, authenticated by the node's install token."""
+    def callback(self, mac: str, token: str | None, type_: str, detail: object) -> tuple[Node, str | None]:
+        """A kickstart callback, authenticated by the node's install token. Returns the node as
+        written and, for `installed`, the first-boot credential: handed out here once, never
+        again. `installed` ends the install token, so a second `installed` (a retry whose answer
+        was lost, or someone on the install network who read the kickstart and got there first)
+        is refused: the real machine's install then fails loudly instead of its secrets going
+        to whoever won (Ironic's agent token, "first lookup wins", is the model)."""
         from provisioner.lifecycle import CALLBACKS
-        with self._tx() as db:
+        sources, target, disarm = CALLBACKS[type_]
+        with self._tx(durable=disarm) as db:
             row = _node_row(db, mac)
             node = _row_to_node(row, None)
-            _check_token(node, token)
-            sources, target, disarm = CALLBACKS[type_]
-            if node.state == target and type_ == "installed":
-                return self._node(row)      # a retried report: already done
+            _check_install_token(node, token)
             if node.state not in sources:
                 raise Conflict(f"{node.hostname} is {node.state}; a '{type_}' report cannot follow that",
                                "type")
+            if node.state == target and type_ in ("installing", "failed"):
+                return node, None       # said already: a repeat writes nothing (no event flood)
             netboot, at = (False if disarm else node.netboot), now()
-            db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
-                       (target, int(netboot), at, node.id))
+            firstboot = secrets.token_urlsafe(32) if type_ == "installed" else None
+            if firstboot:
+                db.execute("UPDATE nodes SET state=?, netboot=?, install_token='', firstboot_hash=?,"
+                           " updated_at=? WHERE id=?", (target, int(netboot), token_hash(firstboot), at, node.id))
+            else:
+                db.execute("UPDATE nodes SET state=?, netboot=?, updated_at=? WHERE id=?",
+                           (target, int(netboot), at, node.id))
             event = self._event_in(db, node.mac, type_, detail)
         log.info("%s (%s) reported %s: now %s%s", node.hostname, node.mac, type_, target,
-                 ", netboot disarmed" if disarm else "")
+                 ", netboot disarmed, install token ended, first-boot credential handed out" if disarm else "")
         # the node as written, without reading it back: every installer sends two of these
-        return replace(node, state=target, netboot=netboot, updated_at=at, last_event=event)
+        return replace(node, state=target, netboot=netboot, updated_at=at, last_event=event,
+                       install_token="" if firstboot else node.install_token,
+                       firstboot_hash=token_hash(firstboot) if firstboot else node.firstboot_hash), firstboot
+
+    def firstboot_node(self, token: str | None) -> Node | None:
+        """The node whose first-boot credential this is, if any node's is."""
+        if not token:
+            return None
+        row = self._conn().execute("SELECT * FROM nodes WHERE firstboot_hash = ?", (token_hash(token),)).fetchone()
+        return None if row is None else self._node(row)
 
     def events_since_install(self, mac: str) -> list[Event]:
         """The node's events after its last `installed` report (first-boot step reports)."""
@@ -464,10 +499,11 @@ class Registry:
         return [self._event(r) for r in rows]
 
     def step_report(self, mac: str, token: str | None, detail: dict, plan_ids: list[str]) -> Node:
-        """A first-boot step's report: installed -> configuring; deployed once every step is ok."""
+        """A first-boot step's report, authenticated by the node's first-boot credential:
+        installed -> configuring; deployed once every step is ok, and the credential ends there."""
         with self._tx() as db:
             node = self._get_in(db, mac)
-            _check_token(node, token)
+            check_firstboot_token(node, token)
             if node.state not in ("installed", "configuring", "deployed"):
                 raise Conflict(f"{node.hostname} is {node.state}; step reports come after the install",
                                "type")
@@ -481,17 +517,22 @@ class Registry:
                         done[d.get("step")] = d.get("status")
                 if all(done.get(i) == "ok" for i in plan_ids):
                     state = "deployed"
-            if state != node.state:
+            if state == "deployed":
+                db.execute("UPDATE nodes SET state=?, firstboot_hash=NULL, updated_at=? WHERE id=?",
+                           (state, now(), node.id))
+            elif state != node.state:
                 db.execute("UPDATE nodes SET state=?, updated_at=? WHERE id=?", (state, now(), node.id))
         if state == "deployed" and node.state != "deployed":
             log.info("%s (%s): every first-boot step ok, deployed", node.hostname, node.mac)
         return self.get(mac)
 
     def rebuild(self, mac: str) -> Node:
-        """Arm a node for reinstall with a new install token; the old token stops working."""
-        with self._tx() as db:
+        """Arm a node for reinstall with a new install token; the old install token and the
+        first-boot credential stop working."""
+        with self._tx(durable=True) as db:
             node = self._get_in(db, mac)
-            db.execute("UPDATE nodes SET state='registered', netboot=1, install_token=?, updated_at=? WHERE id=?",
+            db.execute("UPDATE nodes SET state='registered', netboot=1, install_token=?, firstboot_hash=NULL,"
+                       " updated_at=? WHERE id=?",
                        (secrets.token_urlsafe(24), now(), node.id))
             self._event_in(db, node.mac, "rebuild", {"previous_state": node.state})
         log.info("rebuild %s (%s): armed for install, new install token", node.hostname, node.mac)
@@ -630,10 +671,27 @@ def _node_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row:
     return row
 
 
-def _check_token(node: Node, token: str | None) -> None:
+def token_hash(token: str) -> str:
+    """First-boot credentials are kept as hashes: a copy of the registry does not hold them."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_install_token(node: Node, token: str | None) -> None:
+    if not node.install_token:
+        raise Forbidden(f"the install token of {node.hostname} has ended: it reported installed "
+                        "already. If this machine did not, something else on the install network "
+                        "did; rebuild it to install again", "token")
     # constant time, so the token cannot be guessed byte by byte from response times
     if token is None or not hmac.compare_digest(token.encode(), node.install_token.encode()):
-        raise Forbidden(f"wrong or missing install token for {node.hostname}")
+        raise Forbidden(f"wrong or missing install token for {node.hostname}", "token")
+
+
+def check_firstboot_token(node: Node, token: str | None) -> None:
+    if not node.firstboot_hash:
+        raise Forbidden(f"{node.hostname} holds no first-boot credential ({node.state}): it is handed out "
+                        "at `installed` and ends at `deployed` or a rebuild", "token")
+    if token is None or not hmac.compare_digest(token_hash(token).encode(), node.firstboot_hash.encode()):
+        raise Forbidden(f"wrong or missing first-boot credential for {node.hostname}", "token")
 
 
 # a node's events after its last `installed` report (first-boot step reports); the MAC twice
@@ -646,8 +704,8 @@ def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
         mac=row["mac"], hostname=row["hostname"], ip=row["ip"], roles=tuple(json.loads(row["roles"])),
         interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
         nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"])
-    return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"], row["source"],
-                row["created_at"], row["updated_at"], last, row["version"])
+    return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"],
+                row["firstboot_hash"], row["source"], row["created_at"], row["updated_at"], last, row["version"])
 
 
 def _nics_json(nics: tuple[Nic, ...]) -> str:

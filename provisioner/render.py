@@ -56,9 +56,11 @@ def shquote(value: object) -> str:
 
 
 class Renderer:
-    def __init__(self, site: Site, credentials: Credentials, auto_reload: bool = True):
+    def __init__(self, site: Site, credentials: Credentials, auto_reload: bool = True,
+                 ca_pem: str | None = None):
         self.site = site
         self.credentials = credentials
+        self.ca_pem = ca_pem        # the CA %post installs for the runner, when the API is HTTPS
         self.env = make_environment(site, auto_reload)
         self._version: tuple = ()
         self._version_at = -1.0
@@ -94,6 +96,8 @@ class Renderer:
             "hosts_url": f"{site.boot_url}/hosts",
             "hooks_url": f"{site.boot_url}/hooks.tar.gz",
             "install_token": node.install_token,
+            "ca_pem": self.ca_pem,
+            "secure_events_url": f"{site.service_url}/api/v1/nodes/{spec.mac}/events",
         }
 
     def network_lines(self, node: Node) -> list[dict]:

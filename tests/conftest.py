@@ -17,7 +17,10 @@ def state_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def site():
-    return load_site()
+    """The embedded site, but kickstarts are served to any address: the tests fetch them from
+    loopback, not from each node's own address (tests/test_security.py checks the default)."""
+    from dataclasses import replace
+    return replace(load_site(), kickstart_node_address_only=False)
 
 
 @pytest.fixture
@@ -29,8 +32,12 @@ def app(state_dir, site):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def client(app, state_dir):
+    """A client that reads with the read-only token (a request's own Authorization wins);
+    tests/test_security.py checks what an anonymous one gets."""
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {load_or_create(state_dir).reader_token}"
+    return c
 
 
 @pytest.fixture
@@ -41,6 +48,17 @@ def admin(state_dir, app):
 @pytest.fixture
 def registry(app):
     return app.extensions["provisioner"].registry
+
+
+def loopback_site(tmp_path: Path) -> Path:
+    """The embedded site as a file, but kickstarts are served to any address (the tests fetch
+    them from loopback, not from each node's own address)."""
+    from importlib import resources
+    text = resources.files("provisioner").joinpath("site.yaml").read_text()
+    assert "  kickstart_node_address_only: true\n" in text
+    path = tmp_path / "site-loopback.yaml"
+    path.write_text(text.replace("  kickstart_node_address_only: true\n", "  kickstart_node_address_only: false\n"))
+    return path
 
 
 class LiveServer(str):
@@ -64,12 +82,14 @@ def live_server(state_dir, tmp_path):
     port, boot = free_port(), free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state_dir), "serve",
+        proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state_dir),
+                                 "--site", str(loopback_site(tmp_path)), "serve",
                                  "--http", f"127.0.0.1:{port}", "--boot", f"127.0.0.1:{boot}", "--no-tftp"],
                                 stdout=out, stderr=subprocess.STDOUT)
     url = LiveServer(f"http://127.0.0.1:{port}")
     url.log = log
     url.boot = f"http://127.0.0.1:{boot}"
+    url.reader = {"Authorization": f"Bearer {load_or_create(state_dir).reader_token}"}
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -40,7 +40,7 @@ class Box:
         self.node = ctx.registry.get(NODES[hostname])
         (self.root / "etc/provisioner").mkdir(parents=True)
         (self.root / "etc/provisioner/config.env").write_text(
-            config_env(ctx.site, ctx.credentials, self.node, ctx.registry.list()))
+            config_env(ctx.site, ctx.credentials, self.node, ctx.registry.list(), load_plan()))
         (self.root / "proc").mkdir()
         (self.root / "proc/cpuinfo").write_text(f"processor : 0\nflags : {cpu_flags}\n")
         self.state.mkdir(parents=True)

@@ -45,17 +45,24 @@ def test_one_node_through_its_whole_lifecycle(client, admin, registry):
     assert client.post(EVENTS, json={"type": "installing", "detail": "pre"}, headers=bearer(token)).status_code == 200
 
     # %post reports installed: disarmed, local boot everywhere, the kickstart refused
+    # and its answer hands over the first-boot credential, once; the install token ends
     resp = client.post(EVENTS, json={"type": "installed", "detail": "done"}, headers=bearer(token))
     assert resp.status_code == 200 and resp.get_json()["state"] == "installed"
+    firstboot = resp.get_json()["firstboot_token"]
+    assert len(firstboot) >= 40 and firstboot != token
     assert state(client) == ("installed", False)
-    assert client.post(EVENTS, json={"type": "installed"}, headers=bearer(token)).status_code == 200  # retried
-    refused_everywhere(client, registry, admin_token, other_token)
+    again = client.post(EVENTS, json={"type": "installed"}, headers=bearer(token))   # retried, or raced
+    assert again.status_code == 403 and "ended" in again.get_json()["detail"]
+    assert "firstboot_token" not in again.get_data(as_text=True)
+    refused_everywhere(client, registry, admin_token, other_token, token, firstboot)
     ks = client.get(f"/ks/{MAC}")
     assert ks.status_code == 409 and "rebuild" in ks.get_data(as_text=True)
     assert "exit" in client.get(f"/ipxe/{MAC}").get_data(as_text=True)
     assert "LOCALBOOT 0" in client.get(f"/pxelinux.cfg/01-{MAC.replace(':', '-')}").get_data(as_text=True)
     late = client.post(EVENTS, json={"type": "installing"}, headers=bearer(token))
-    assert late.status_code == 409 and state(client) == ("installed", False)
+    assert late.status_code == 403 and state(client) == ("installed", False)
+    config = client.get(f"/api/v1/nodes/{MAC}/config", headers=bearer(firstboot))
+    assert config.status_code == 200 and "NOVA_PASSWORD=" in config.get_data(as_text=True)
 
     # rebuild needs the admin token and re-arms with a new install token
     assert client.post(f"/api/v1/nodes/{MAC}/rebuild").status_code == 401
@@ -67,9 +74,11 @@ def test_one_node_through_its_whole_lifecycle(client, admin, registry):
     assert new_token in client.get(f"/ks/{MAC}").get_data(as_text=True)
     assert state(client) == ("installing", True)
     refused_everywhere(client, registry, token, admin_token, other_token)   # the old token is dead
+    assert client.get(f"/api/v1/nodes/{MAC}/config", headers=bearer(firstboot)).status_code == 403  # and so is that
 
     types = [e["type"] for e in client.get(f"/api/v1/nodes/{MAC}/events").get_json()["events"]]
-    assert types == ["registered", "kickstart", "installing", "installed", "rebuild", "kickstart"]
+    # %pre's `installing` said what the kickstart fetch had said already: nothing written
+    assert types == ["registered", "kickstart", "installed", "rebuild", "kickstart"]
 
 
 def test_a_failed_install_keeps_the_log_tail_and_stays_armed(client, registry):

@@ -1,6 +1,7 @@
 """The OpenAPI document matches the real routes and the real responses."""
 
 import re
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -67,9 +68,17 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
 
     def install(mac):
         return {"Authorization": f"Bearer {registry.get(mac).install_token}"}
+    firstboot = {}
+
+    def only_to_its_address():
+        ctx = client.application.extensions["provisioner"]
+        ctx.site = replace(ctx.site, kickstart_node_address_only=True)
     calls = [
         ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes")),
         ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes?state=bogus")),
+        ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes", headers={"Authorization": ""})),
+        ("/api/v1/barriers/{name}", "get", lambda: client.get("/api/v1/barriers/gluster-bricks",
+                                                              headers={"Authorization": ""})),
         ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(), headers=admin)),
         ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(), headers=admin)),
         ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", json=new_node(ip="x"), headers=admin)),
@@ -128,6 +137,8 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
         ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/plan?format=text")),
         ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:99/plan")),
         ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/zz/plan")),
+        ("/api/v1/nodes/{mac}/plan", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/plan",
+                                                               headers={"Authorization": ""})),
         ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/config",
                                                                  headers=install("52:54:00:0c:00:03"))),
         ("/api/v1/nodes/{mac}/config", "get", lambda: client.get("/api/v1/nodes/52:54:00:0c:00:03/config")),
@@ -136,6 +147,19 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
         ("/api/v1/barriers/{name}", "get", lambda: client.get("/api/v1/barriers/gluster-bricks")),
         ("/api/v1/barriers/{name}", "get", lambda: client.get("/api/v1/barriers/nope")),
         ("/hooks.tar.gz", "get", lambda: client.get("/hooks.tar.gz")),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:03/events", json={"type": "failed"},
+                                             headers=install("52:54:00:0c:00:03"))),
+        (events, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:03/events", json={"type": "installed"},
+                                             headers=install("52:54:00:0c:00:03"))),     # failed -> installed: 409
+        (events, "post", lambda: firstboot.update(
+            token=client.post("/api/v1/nodes/52:54:00:0c:00:04/events", json={"type": "installed"},
+                              headers=install("52:54:00:0c:00:04")).get_json()["firstboot_token"])
+            or client.post("/api/v1/nodes/52:54:00:0c:00:04/events",
+                           json={"type": "step", "detail": {"step": "01-network-gateway/03-hosts", "status": "ok"}},
+                           headers={"Authorization": f"Bearer {firstboot['token']}"})),
+        ("/api/v1/nodes/{mac}/config", "get", lambda: client.get(
+            "/api/v1/nodes/52:54:00:0c:00:04/config", headers={"Authorization": f"Bearer {firstboot['token']}"})),
+        ("/ks/{mac}", "get", lambda: only_to_its_address() or client.get("/ks/52:54:00:0c:00:01")),
     ]
     seen = set()
     for path, method, call in calls:

@@ -9,12 +9,15 @@ admin_env
 if ! openstack_exists project service; then
     openstack project create --domain default --description "Service Project" service
 fi
+# Each password by its own name, not through an indirection: the service sends a node only the
+# secrets its steps name (plan.yaml), and a test reads the names from these files.
+declare -A password=([glance]="$GLANCE_PASSWORD" [placement]="$PLACEMENT_PASSWORD" [nova]="$NOVA_PASSWORD"
+                     [neutron]="$NEUTRON_PASSWORD" [cinder]="$CINDER_PASSWORD")
 for entry in "glance image 9292" "placement placement 8778" "nova compute 8774/v2.1" \
              "neutron network 9696" "cinder volumev3 8776/v3"; do
     read -r user type port <<<"$entry"
-    password_var="$(printf '%s' "$user" | tr '[:lower:]' '[:upper:]')_PASSWORD"
     if ! openstack_exists user "$user" --domain default; then
-        openstack user create --domain default --password "${!password_var}" "$user"
+        openstack user create --domain default --password "${password[$user]}" "$user"
     fi
     if [ -z "$(openstack role assignment list --user "$user" --project service --role admin -f value -c Role)" ]; then
         openstack role add --project service --user "$user" admin

@@ -1,0 +1,303 @@
+"""Credentials as an attacker on the install network meets them: what each one opens, for how
+long, and that the secrets a node is sent are the ones its own steps read."""
+
+import re
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import replace
+
+import pytest
+import requests
+
+from provisioner.app import create_app
+from provisioner.config import load_site
+from provisioner.credentials import load_or_create
+from provisioner.plan import HOOKS_DIR, STEP_SECRETS, load_plan
+from tests.conftest import db_dump
+
+COMPUTE2, CONTROLLER, GATEWAY = "52:54:00:0c:00:02", "52:54:00:0c:00:05", "52:54:00:0c:00:01"
+DB_PASSWORDS = [k for k in STEP_SECRETS if k.endswith("_db_password")]
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def install(client, registry, mac):
+    """The node's installer reports installed; the answer's first-boot credential."""
+    r = client.post(f"/api/v1/nodes/{mac}/events", json={"type": "installed"},
+                    headers=bearer(registry.get(mac).install_token))
+    assert r.status_code == 200
+    return r.get_json()["firstboot_token"]
+
+
+def env_of(text):
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+READS = ["/api/v1/nodes", f"/api/v1/nodes/{COMPUTE2}", f"/api/v1/nodes/{COMPUTE2}/events",
+         f"/api/v1/nodes/{COMPUTE2}/plan", "/api/v1/barriers/gluster-bricks"]
+
+
+def test_reads_need_a_token_and_the_read_token_writes_nothing(client, registry, state_dir, new_node_body):
+    creds = load_or_create(state_dir)
+    anonymous = {"Authorization": ""}
+    for path in READS:
+        for headers in (anonymous, bearer("guess"), bearer(registry.get(COMPUTE2).install_token)):
+            r = client.get(path, headers=headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), (path, headers)
+        assert client.get(path, headers=bearer(creds.reader_token)).status_code == 200, path
+        assert client.get(path, headers=bearer(creds.admin_token)).status_code == 200, path
+    before = db_dump(registry)
+    reader = bearer(creds.reader_token)
+    assert client.post("/api/v1/nodes", json=new_node_body, headers=reader).status_code == 401
+    assert client.patch(f"/api/v1/nodes/{COMPUTE2}", json={"ip": "192.168.0.99"}, headers=reader).status_code == 401
+    assert client.post(f"/api/v1/nodes/{COMPUTE2}/rebuild", headers=reader).status_code == 401
+    assert client.delete(f"/api/v1/nodes/{COMPUTE2}", headers=reader).status_code == 401
+    assert db_dump(registry) == before
+    assert creds.reader_token != creds.admin_token and len(creds.reader_token) >= 40
+
+
+def test_the_site_can_open_reads(state_dir):
+    app = create_app(state_dir, replace(load_site(), open_reads=True))
+    try:
+        anonymous = app.test_client()
+        for path in READS:
+            assert anonymous.get(path).status_code == 200, path
+        assert anonymous.post(f"/api/v1/nodes/{COMPUTE2}/rebuild").status_code == 401   # writes stay shut
+    finally:
+        app.extensions["provisioner"].registry.close()
+
+
+@pytest.fixture
+def new_node_body():
+    from tests.conftest import new_node
+    return new_node()
+
+
+# -- kickstarts only to their machine -----------------------------------------------------------
+
+def test_a_kickstart_is_served_only_to_the_nodes_own_address(state_dir):
+    site = load_site()
+    assert site.kickstart_node_address_only        # the default
+    app = create_app(state_dir, site)
+    try:
+        registry = app.extensions["provisioner"].registry
+        client = app.test_client()
+        before = db_dump(registry)
+        for addr in ("192.168.0.66", "192.168.0.3", "127.0.0.1"):      # a stranger, another node, loopback
+            r = client.get(f"/ks/{COMPUTE2}", environ_base={"REMOTE_ADDR": addr})
+            assert r.status_code == 403 and registry.get(COMPUTE2).install_token not in r.get_data(as_text=True)
+        assert db_dump(registry) == before          # nothing noted, no state change
+        r = client.get(f"/ks/{COMPUTE2}", environ_base={"REMOTE_ADDR": "192.168.0.2"})
+        assert r.status_code == 200 and registry.get(COMPUTE2).install_token in r.get_data(as_text=True)
+    finally:
+        app.extensions["provisioner"].registry.close()
+
+
+# -- the two credentials of an install ----------------------------------------------------------
+
+def test_the_install_token_ends_at_installed_and_the_first_boot_credential_is_handed_out_once(client, registry):
+    token = registry.get(COMPUTE2).install_token
+    firstboot = install(client, registry, COMPUTE2)
+    # the install token opens nothing any more; the credential is not in anything served again
+    for type_ in ("installing", "installed", "failed"):
+        r = client.post(f"/api/v1/nodes/{COMPUTE2}/events", json={"type": type_}, headers=bearer(token))
+        assert r.status_code == 403 and "firstboot_token" not in r.get_data(as_text=True)
+    assert client.get(f"/api/v1/nodes/{COMPUTE2}/config", headers=bearer(token)).status_code == 403
+    assert firstboot not in client.get("/api/v1/nodes").get_data(as_text=True)
+    assert firstboot not in client.get(f"/api/v1/nodes/{COMPUTE2}/events").get_data(as_text=True)
+    # kept as a hash only: a copy of the registry does not hold it
+    dump = "\n".join(db_dump(registry))
+    assert firstboot not in dump
+    # it opens this node's configuration and plan, and barriers; not another node's
+    assert client.get(f"/api/v1/nodes/{COMPUTE2}/config", headers=bearer(firstboot)).status_code == 200
+    assert client.get(f"/api/v1/nodes/{COMPUTE2}/plan", headers=bearer(firstboot)).status_code == 200
+    assert client.get("/api/v1/barriers/gluster-bricks", headers=bearer(firstboot)).status_code == 200
+    assert client.get(f"/api/v1/nodes/{CONTROLLER}/config", headers=bearer(firstboot)).status_code == 403
+    r = client.post(f"/api/v1/nodes/{CONTROLLER}/events", headers=bearer(firstboot),
+                    json={"type": "step", "detail": {"step": "01-network-gateway/03-hosts", "status": "ok"}})
+    assert r.status_code == 403
+
+
+def test_the_first_boot_credential_ends_at_deployed_and_at_rebuild(client, registry, admin):
+    firstboot = install(client, registry, COMPUTE2)
+    steps = [s.id for s in load_plan().for_roles(["compute"])]
+    for step in steps:
+        r = client.post(f"/api/v1/nodes/{COMPUTE2}/events", headers=bearer(firstboot),
+                        json={"type": "step", "detail": {"step": step, "status": "ok"}})
+        assert r.status_code == 200
+    assert r.get_json()["state"] == "deployed"
+    assert client.get(f"/api/v1/nodes/{COMPUTE2}/config", headers=bearer(firstboot)).status_code == 403
+    assert client.get("/api/v1/barriers/gluster-bricks", headers=bearer(firstboot)).status_code == 401
+
+    other = install(client, registry, CONTROLLER)
+    assert client.post(f"/api/v1/nodes/{CONTROLLER}/rebuild", headers=admin).status_code == 200
+    assert client.get(f"/api/v1/nodes/{CONTROLLER}/config", headers=bearer(other)).status_code == 403
+
+
+def test_whoever_reports_installed_first_wins_and_the_other_is_refused(client, registry):
+    """Someone on the install network read the kickstart and raced the real machine to
+    `installed`: the real machine's report is refused, so its install fails loudly, and the
+    node's history shows one `installed`."""
+    token = registry.get(COMPUTE2).install_token
+    assert client.post(f"/api/v1/nodes/{COMPUTE2}/events", json={"type": "installed"},
+                       headers=bearer(token)).status_code == 200        # the attacker
+    real = client.post(f"/api/v1/nodes/{COMPUTE2}/events", json={"type": "installed"}, headers=bearer(token))
+    assert real.status_code == 403 and "rebuild" in real.get_json()["detail"]
+    types = [e["type"] for e in client.get(f"/api/v1/nodes/{COMPUTE2}/events").get_json()["events"]]
+    assert types.count("installed") == 1
+
+
+# -- secrets by need ------------------------------------------------------------------------------
+
+def test_a_node_is_sent_only_the_secrets_its_steps_read(client, registry, state_dir):
+    secrets = load_or_create(state_dir).values
+    configs = {}
+    for mac in (COMPUTE2, GATEWAY, CONTROLLER):
+        token = install(client, registry, mac)
+        configs[mac] = client.get(f"/api/v1/nodes/{mac}/config", headers=bearer(token)).get_data(as_text=True)
+
+    def held(text):
+        return {k for k in STEP_SECRETS if secrets[k] in text}
+    compute, gateway, controller = held(configs[COMPUTE2]), held(configs[GATEWAY]), held(configs[CONTROLLER])
+    assert compute == {"libvirt_migration_password", "rabbitmq_password", "placement_password",
+                       "nova_password", "neutron_password"}
+    assert gateway == compute | {"metadata_secret", "keystone_admin_password"}
+    assert set(DB_PASSWORDS) <= controller and "libvirt_migration_password" not in controller
+    assert not (set(DB_PASSWORDS) & (compute | gateway))
+    for text in configs.values():      # never the root password, the tokens, MariaDB's root
+        for key in ("root_password", "mariadb_root_password", "admin_token", "reader_token"):
+            assert secrets[key] not in text
+
+
+def _functions(text):
+    return {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)\(\) \{\n(.*?)^\}", text, re.M | re.S)}
+
+
+def _names(text):
+    return {k for k in STEP_SECRETS if re.search(r"\$\{?" + k.upper() + r"\b", text)}
+
+
+def test_every_step_declares_exactly_the_secrets_its_script_reads():
+    """The plan's `secrets:` lists against the scripts: a step that reads a secret it does not
+    declare would find it empty on the node; one that declares more is sent more than it needs.
+    The helpers in lib/common.sh count for the steps that call them."""
+    lib = _functions((HOOKS_DIR / "lib" / "common.sh").read_text())
+    for step in load_plan().steps:
+        text = (HOOKS_DIR / f"{step.id}.sh").read_text()
+        assert "${!" not in text, f"{step.id}: an indirect expansion hides which secret it reads"
+        reads = _names(text)
+        for name, body in lib.items():
+            if re.search(rf"(^|[\s;&|(]){name}\b", text, re.M):
+                reads |= _names(body)
+        assert set(step.secrets) == reads, step.id
+
+
+# -- what an anonymous fetch can write ------------------------------------------------------------
+
+def test_repeated_fetches_and_reports_write_once(client, registry):
+    for _ in range(50):
+        assert client.get(f"/ks/{COMPUTE2}").status_code == 200
+    token = bearer(registry.get(COMPUTE2).install_token)
+    for _ in range(50):
+        assert client.post(f"/api/v1/nodes/{COMPUTE2}/events", json={"type": "installing"},
+                           headers=token).status_code == 200
+    types = [e["type"] for e in client.get(f"/api/v1/nodes/{COMPUTE2}/events").get_json()["events"]]
+    assert types == ["registered", "kickstart"]
+
+
+# -- durability -----------------------------------------------------------------------------------
+
+def test_arming_and_disarming_commits_are_synchronous_full(client, registry, admin):
+    """`installed` (disarms) and rebuild (arms) are fsynced before they are answered: in WAL
+    mode with synchronous=NORMAL a power cut can undo the last commits. Watched through SQLite's
+    own statement trace on the connection that writes them."""
+    seen = []
+    db = registry._conn()
+    db.set_trace_callback(seen.append)
+    try:
+        install(client, registry, COMPUTE2)
+        assert client.post(f"/api/v1/nodes/{COMPUTE2}/rebuild", headers=admin).status_code == 200
+        client.post(f"/api/v1/nodes/{COMPUTE2}/events", json={"type": "installing"},
+                    headers=bearer(registry.get(COMPUTE2).install_token))
+    finally:
+        db.set_trace_callback(None)
+    commits = [i for i, s in enumerate(seen) if s == "COMMIT"]
+    assert len(commits) == 3
+    level = None
+    modes = []
+    for i, stmt in enumerate(seen):
+        if stmt.startswith("PRAGMA synchronous="):
+            level = stmt.split("=")[1]
+        if i in commits:
+            modes.append(level)
+    assert modes == ["FULL", "FULL", "NORMAL"]      # installed, rebuild: FULL; a progress report: not
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1      # back to NORMAL for the rest
+
+
+# -- the kickstart's own %post against a real service ---------------------------------------------
+
+def _post_tail(live_server, mac, tmp_path):
+    """The kickstart's %post, its callback helpers and the `installed` hand-over, pointed at the
+    test's directory instead of /etc and at the live server's boot port."""
+    from provisioner.kscheck import check_kickstart
+    ks = requests.get(f"{live_server.boot}/ks/{mac}", timeout=10).text
+    post = next(s.script for s in check_kickstart(ks).handler.scripts if "report installed" in s.script)
+    callback = post.split("set -e", 1)[0]
+    tail = post[post.index("# The service disarms"):]
+    script = callback + "set -e\nmkdir -p /etc/provisioner\n" + tail
+    script = re.sub(r"PROVISIONER_EVENTS='[^']*'", f"PROVISIONER_EVENTS='{live_server.boot}/api/v1/nodes/{mac}/events'",
+                    script)
+    script = script.replace("/etc/provisioner", str(tmp_path / "etc")).replace("/tmp/provisioner-", str(tmp_path / "p-"))
+    path = tmp_path / "post.sh"
+    path.write_text(script)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_post_keeps_the_credential_and_fails_loudly_when_raced(live_server, state_dir, tmp_path):
+    from provisioner.registry import Registry
+    reg = Registry.in_state_dir(state_dir)
+    # the machine itself: %post reports installed and keeps the credential, owner-only
+    (tmp_path / "a").mkdir()
+    post = _post_tail(live_server, COMPUTE2, tmp_path / "a")
+    run = subprocess.run(["sh", str(post)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    env_file = tmp_path / "a" / "etc" / "node.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    token = env_of(env_file.read_text())["PROVISIONER_TOKEN"]
+    assert token != reg.get(COMPUTE2).install_token
+    r = requests.get(f"{live_server}/api/v1/nodes/{COMPUTE2}/config", headers=bearer(token), timeout=10)
+    assert r.status_code == 200 and "NOVA_PASSWORD=" in r.text
+    assert not (tmp_path / "a" / "p-answer.json").exists()      # no copy of it left behind
+
+    # another machine: someone else reported installed with the sniffed install token first
+    (tmp_path / "b").mkdir()
+    post = _post_tail(live_server, CONTROLLER, tmp_path / "b")
+    stolen = reg.get(CONTROLLER).install_token
+    assert requests.post(f"{live_server.boot}/api/v1/nodes/{CONTROLLER}/events", json={"type": "installed"},
+                         headers=bearer(stolen), timeout=10).status_code == 200
+    run = subprocess.run(["sh", str(post)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "refused" in run.stderr
+    assert not (tmp_path / "b" / "etc" / "node.env").exists()
+    reg.close()
+
+
+def test_a_registry_from_before_the_credentials_opens_and_gains_them(tmp_path):
+    from provisioner.registry import Registry
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE nodes (id INTEGER PRIMARY KEY, mac TEXT NOT NULL UNIQUE,
+        hostname TEXT NOT NULL UNIQUE, ip TEXT NOT NULL UNIQUE, interface TEXT NOT NULL,
+        aliases TEXT NOT NULL, roles TEXT NOT NULL, nics TEXT NOT NULL, disk_bytes INTEGER,
+        state TEXT NOT NULL, netboot INTEGER NOT NULL, install_token TEXT NOT NULL,
+        source TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""")
+    db.close()
+    reg = Registry(path)
+    cols = {r[1] for r in reg._conn().execute("PRAGMA table_info(nodes)")}
+    assert "firstboot_hash" in cols
+    reg.close()
