@@ -1,19 +1,39 @@
 """A read-only TFTP server for boot loaders and per-MAC boot configs.
 
-Packets are parsed and built with tftpy's codec; the serving loop is our own, because tftpy's
-server lets a malformed option or a non-ASCII name raise out of its loop, resolves paths without
-following symlinks, and logs many lines per transfer. Here one selector loop serves every
-transfer (RFC 1350 lockstep, with blksize, tsize, timeout and windowsize from RFC 2347-2349 and
-RFC 7440); a packet that cannot be handled gets an ERROR or silence, one log line, and the loop
-goes on to the next client.
+One selector loop serves every transfer (RFC 1350 lockstep, with blksize, tsize, timeout and
+windowsize from RFC 2347-2349 and RFC 7440). Packets are parsed and built here with struct:
+tftpy's codec (which this module used to use) raises on some error codes, so a refusal never
+left, and parses a request in time quadratic in its length. A packet that cannot be handled
+gets an ERROR or silence, at most one log line, and the loop goes on to the next client.
+
+Anyone on the install network may be hostile (spoofed source addresses, clients that never
+ACK, absurd options), so a transfer is bounded:
+
+- at most `max_sessions` transfers at once, and at most `max_per_source` from one IP address
+  (a PXE ROM needs one to three); a request over either cap is refused with an ERROR;
+- a transfer that makes no progress for `stall_limit` seconds (30 by default) ends, whatever
+  `timeout` its client asked for; retransmissions back off (doubling) within that, and end
+  after `retries` of them;
+- a client's `timeout` option is honoured up to a quarter of `stall_limit` and left out of
+  the OACK above that (RFC 2349 lets a server ignore an option by omitting it);
+- nothing large goes out before the client's first ACK: the OACK only (or block 1 without
+  options), and a timeout re-sends only the first unacknowledged block, never the whole
+  window, so a spoofed request reflects at most (retries + 1) small packets;
+- a window is at most 64 blocks and at most 1 MiB; requests over 2048 bytes are refused, and
+  options past the first 16 are ignored;
+- refusal and give-up log lines are rate-limited (a burst of 20, then 10 a second; the number
+  held back is logged with the next line);
+- a transfer that cannot start gives back its socket and file descriptor at once.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
 import socket
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -21,9 +41,6 @@ from pathlib import Path
 from typing import Callable
 
 from provisioner.background import BackgroundServer
-from tftpy.TftpPacketFactory import TftpPacketFactory
-from tftpy.TftpPacketTypes import (TftpPacketDAT, TftpPacketERR, TftpPacketOACK,
-                                   TftpPacketRRQ, TftpPacketWRQ)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +48,70 @@ RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 ERR_NOT_DEFINED, ERR_NOT_FOUND, ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNKNOWN_TID, ERR_OPTIONS = 0, 1, 2, 4, 5, 8
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464
 MAX_WINDOW = 64
+MAX_WINDOW_BYTES = 1 << 20
 MAX_PACKET = 65536
+MAX_REQUEST = 2048       # a name is at most 1024 bytes; RFC 2347 asks for requests under 512
+MAX_OPTIONS = 16
+MAX_BACKOFF = 16         # how much longer than the first the widest retransmission gap gets
+
+# Short on purpose: an ERROR answers a packet whose source may be spoofed, so it should be
+# no bigger than what it answers.
+_MESSAGES = {
+    ERR_NOT_DEFINED: "not served",
+    ERR_NOT_FOUND: "file not found",
+    ERR_ACCESS: "access violation",
+    ERR_ILLEGAL_OP: "illegal operation",
+    ERR_UNKNOWN_TID: "unknown TID",
+    ERR_OPTIONS: "bad options",
+}
+
+
+def error_packet(code: int, message: str | None = None) -> bytes:
+    """An ERROR packet for any code (tftpy's raises KeyError for codes it has no text for)."""
+    text = (message if message is not None else _MESSAGES.get(code, "error")).encode("ascii", "replace")
+    return struct.pack("!HH", ERROR, code & 0xFFFF) + text.replace(b"\0", b"?")[:200] + b"\0"
+
+
+def oack_packet(options: dict[str, str]) -> bytes:
+    return struct.pack("!H", OACK) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
+
+
+def data_packet(block: int, data: bytes) -> bytes:
+    return struct.pack("!HH", DATA, block % 65536) + data
+
+
+class BadRequest(ValueError):
+    pass
+
+
+@dataclass
+class Request:
+    opcode: int
+    filename: str
+    mode: str
+    options: dict[str, str]
+
+
+def parse_request(buf: bytes) -> Request:
+    """An RRQ or WRQ: opcode, NUL-terminated name and mode, then NUL-terminated option pairs."""
+    if len(buf) < 4 or buf[-1] != 0:
+        raise BadRequest("not NUL-terminated")
+    opcode = struct.unpack("!H", buf[:2])[0]
+    parts = buf[2:-1].split(b"\0")
+    if len(parts) < 2 or len(parts) % 2:
+        raise BadRequest("odd number of fields")
+    try:
+        name, mode, *rest = (p.decode("ascii") for p in parts)
+    except UnicodeDecodeError:
+        raise BadRequest("not ASCII") from None
+    if not name:
+        raise BadRequest("empty file name")
+    options: dict[str, str] = {}
+    for i in range(0, min(len(rest), 2 * MAX_OPTIONS), 2):
+        if not rest[i] or not rest[i + 1]:
+            raise BadRequest("empty option name or value")
+        options[rest[i].lower()] = rest[i + 1]
+    return Request(opcode, name, mode.lower(), options)
 
 
 @dataclass
@@ -65,23 +145,102 @@ def safe_static_path(root: Path, name: str) -> Path | None:
     return path
 
 
+class _Refused(Exception):
+    def __init__(self, code: int, why: str, message: str | None = None):
+        super().__init__(why)
+        self.code, self.why, self.message = code, why, message
+
+
+class _LogThrottle:
+    """Log lines a hostile client can trigger: a burst, then `rate` a second; the rest are
+    counted, and the count goes out with the next line (or on its own when things calm down)."""
+
+    def __init__(self, rate: float = 10.0, burst: int = 20):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.held = 0
+
+    def _take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def __call__(self, level: int, msg: str, *args, **kw) -> None:
+        if not log.isEnabledFor(level):
+            return
+        if not self._take():
+            self.held += 1
+            return
+        if self.held:
+            msg += " (and %d similar lines held back)"
+            args += (self.held,)
+            self.held = 0
+        log.log(level, msg, *args, **kw)
+
+    def flush(self) -> None:
+        if self.held and self._take():
+            log.warning("tftp: %d similar lines held back", self.held)
+            self.held = 0
+
+
+class _Source:
+    """The bytes a transfer sends: generated now, or a file opened once and closed once."""
+
+    def __init__(self, resolved: Resolved):
+        self.fd: int | None = None
+        if resolved.data is not None:
+            self.data = resolved.data
+            self.size = len(resolved.data)
+            return
+        self.data = None
+        # O_NONBLOCK: a FIFO swapped in after resolve would otherwise block the whole loop here
+        fd = os.open(resolved.path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused(ERR_ACCESS, "not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd, self.size = fd, st.st_size
+
+    def read(self, offset: int, n: int) -> bytes:
+        if self.data is not None:
+            return self.data[offset:offset + n]
+        return os.pread(self.fd, n, offset)
+
+    def close(self) -> None:
+        # once only: a second close could hit a descriptor number reused by someone else
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 @dataclass(eq=False)
 class _Transfer:
     sock: socket.socket
     peer: tuple[str, int]
     name: str
-    size: int
-    read: Callable[[int, int], bytes]
-    close_source: Callable[[], None]
+    source: _Source
     blksize: int = 512
     windowsize: int = 1
     timeout: float = 2.0
     oack: dict[str, str] | None = None
     acked: int = 0          # absolute block number last acknowledged
     sent_upto: int = 0
-    last_send: float = 0.0
     retries: int = 0
+    resend_at: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    progress_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def size(self) -> int:
+        return self.source.size
 
     @property
     def last_block(self) -> int:
@@ -92,12 +251,17 @@ class TftpServer(BackgroundServer):
     thread_name = "tftp"
 
     def __init__(self, resolve: Resolver, host: str = "0.0.0.0", port: int = 69, *,
-                 timeout: float = 2.0, retries: int = 5, max_sessions: int = 2048):
+                 timeout: float = 2.0, retries: int = 5, max_sessions: int = 2048,
+                 max_per_source: int = 16, stall_limit: float = 30.0):
         super().__init__()
         self.resolve = resolve
-        self.timeout = timeout
+        self.timeout = min(timeout, stall_limit)
         self.retries = retries
         self.max_sessions = max_sessions
+        self.max_per_source = max_per_source
+        self.stall_limit = stall_limit
+        # room for at least two retransmissions within a session's life, with the backoff
+        self.max_client_timeout = min(255.0, stall_limit / 4)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -111,8 +275,11 @@ class TftpServer(BackgroundServer):
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
         self._transfers: dict[tuple[str, int], _Transfer] = {}
-        self._factory = TftpPacketFactory()
+        self._per_source: dict[str, int] = {}
+        self._note = _LogThrottle()
+        self._next_check = 0.0
         self.served = 0      # completed transfers, for tests and status
+        self.refused = 0     # requests refused by a cap
 
     # -- running ----------------------------------------------------------------------------
 
@@ -129,8 +296,13 @@ class TftpServer(BackgroundServer):
                         else:
                             self._on_transfer_packet(key.data)
                     except Exception:  # one bad packet must never stop the server
-                        log.exception("tftp: unexpected error; the server goes on")
-                self._check_timeouts()
+                        self._note(logging.ERROR, "tftp: unexpected error; the server goes on", exc_info=True)
+                now = time.monotonic()
+                if now >= self._next_check:
+                    # not after every packet: a flood would make each one cost a scan of all transfers
+                    self._next_check = now + 0.05
+                    self._check_timeouts(now)
+                    self._note.flush()
         finally:
             for t in list(self._transfers.values()):
                 self._end(t)
@@ -154,90 +326,116 @@ class TftpServer(BackgroundServer):
     def _handle_request(self, buf: bytes, peer) -> None:
         opcode = struct.unpack("!H", buf[:2])[0] if len(buf) >= 2 else None
         if opcode not in (RRQ, WRQ):
-            log.info("tftp %s:%d: ignored a packet that is not a request (%d bytes)", *peer, len(buf))
+            self._note(logging.INFO, "tftp %s:%d: ignored a packet that is not a request (%d bytes)",
+                       *peer, len(buf))
+            return
+        if len(buf) > MAX_REQUEST:
+            self._note(logging.INFO, "tftp %s:%d: refused a %d-byte request", *peer, len(buf))
+            self._error(self.sock, peer, ERR_ILLEGAL_OP)
             return
         try:
-            pkt = self._factory.parse(buf)
-        except Exception as e:
-            log.info("tftp %s:%d: malformed request (%s)", *peer, _short(e))
+            req = parse_request(buf)
+        except BadRequest as e:
+            self._note(logging.INFO, "tftp %s:%d: malformed request (%s)", *peer, e)
             self._error(self.sock, peer, ERR_ILLEGAL_OP)
             return
-        if isinstance(pkt, TftpPacketWRQ):
-            log.info("tftp %s:%d: refused write of %r: read-only server", *peer, pkt.filename[:200])
+        if req.opcode == WRQ:
+            self._note(logging.INFO, "tftp %s:%d: refused write of %r: read-only server", *peer, req.filename[:200])
             self._error(self.sock, peer, ERR_ACCESS)
             return
-        assert isinstance(pkt, TftpPacketRRQ)
         if peer in self._transfers:
             return  # the client re-sent its request; the transfer's own retransmission answers it
-        if pkt.mode not in ("octet", "netascii"):
-            log.info("tftp %s:%d: refused mode %r", *peer, pkt.mode[:20])
+        if req.mode not in ("octet", "netascii"):
+            self._note(logging.INFO, "tftp %s:%d: refused mode %r", *peer, req.mode[:20])
             self._error(self.sock, peer, ERR_ILLEGAL_OP)
             return
+        # the caps come before the resolver: refusing must stay cheaper than serving
         if len(self._transfers) >= self.max_sessions:
-            log.warning("tftp %s:%d: refused %r: %d transfers already running", *peer, pkt.filename[:200],
-                        len(self._transfers))
-            self._error(self.sock, peer, ERR_NOT_DEFINED)
+            self._refuse_busy(peer, req.filename, f"{len(self._transfers)} transfers already running",
+                              "server busy")
             return
-        name = pkt.filename
+        if self._per_source.get(peer[0], 0) >= self.max_per_source:
+            self._refuse_busy(peer, req.filename, f"{self.max_per_source} transfers already running for {peer[0]}",
+                              "too many transfers from your address")
+            return
+        name = req.filename
         if len(name) > 1024 or any(ord(c) < 32 for c in name):
-            log.info("tftp %s:%d: refused an unprintable or overlong file name", *peer)
+            self._note(logging.INFO, "tftp %s:%d: refused an unprintable or overlong file name", *peer)
             self._error(self.sock, peer, ERR_ACCESS)
             return
-        resolved = self.resolve(name, peer)
+        try:
+            resolved = self.resolve(name, peer)
+        except Exception:
+            self._note(logging.ERROR, "tftp %s:%d: %r: the resolver failed", *peer, name[:200], exc_info=True)
+            self._error(self.sock, peer, ERR_NOT_DEFINED)
+            return
         if not resolved.found:
-            log.info("tftp %s:%d: %r: %s", *peer, name[:200], resolved.why)
+            self._note(logging.INFO, "tftp %s:%d: %r: %s", *peer, name[:200], resolved.why)
             self._error(self.sock, peer, resolved.error)
             return
-        self._begin(peer, name, resolved, {k.lower(): v for k, v in pkt.options.items()})
+        self._begin(peer, name, resolved, req.options)
+
+    def _refuse_busy(self, peer, name: str, why: str, message: str) -> None:
+        self.refused += 1
+        self._note(logging.WARNING, "tftp %s:%d: refused %r: %s", *peer, name[:200], why)
+        self._error(self.sock, peer, ERR_NOT_DEFINED, message)
 
     def _begin(self, peer, name: str, resolved: Resolved, options: dict[str, str]) -> None:
-        if resolved.data is not None:
-            data = resolved.data
-            size = len(data)
-            read = lambda off, n: data[off:off + n]  # noqa: E731
-            close = lambda: None  # noqa: E731
-        else:
-            try:
-                fd = os.open(resolved.path, os.O_RDONLY)
-            except OSError as e:
-                log.info("tftp %s:%d: %r: cannot open (%s)", *peer, name[:200], e.strerror)
-                self._error(self.sock, peer, ERR_ACCESS)
-                return
-            size = os.fstat(fd).st_size
-            read = lambda off, n: os.pread(fd, n, off)  # noqa: E731
-            close = lambda: os.close(fd)  # noqa: E731
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.host, 0))      # a fresh port: the transfer ID (RFC 1350)
-        sock.setblocking(False)
-        t = _Transfer(sock, peer, name, size, read, close, timeout=self.timeout)
-        t.oack = self._negotiate(t, options)
-        self._transfers[peer] = t
-        self._sel.register(sock, selectors.EVENT_READ, t)
-        log.debug("tftp %s:%d: sending %r (%d bytes, options %s)", *peer, name, size, t.oack)
-        if t.oack:
-            self._send_oack(t)
-        else:
-            self._send_window(t)
+        try:
+            source = _Source(resolved)
+        except _Refused as r:
+            self._note(logging.INFO, "tftp %s:%d: %r: %s", *peer, name[:200], r.why)
+            self._error(self.sock, peer, r.code)
+            return
+        except OSError as e:    # e.g. the file vanished between resolve and open
+            self._note(logging.INFO, "tftp %s:%d: %r: cannot open (%s)", *peer, name[:200], e.strerror)
+            self._error(self.sock, peer, ERR_NOT_FOUND if e.errno == errno.ENOENT else ERR_ACCESS)
+            return
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as e:    # out of descriptors: refuse, and give back the file's
+            source.close()
+            self._note(logging.WARNING, "tftp %s:%d: %r: no socket for the transfer (%s)", *peer, name[:200],
+                       e.strerror)
+            self._error(self.sock, peer, ERR_NOT_DEFINED, "server busy")
+            return
+        t = _Transfer(sock, peer, name, source, timeout=self.timeout)
+        try:
+            sock.bind((self.host, 0))      # a fresh port: the transfer ID (RFC 1350)
+            sock.setblocking(False)
+            t.oack = self._negotiate(t, options)
+            self._transfers[peer] = t
+            self._per_source[peer[0]] = self._per_source.get(peer[0], 0) + 1
+            self._sel.register(sock, selectors.EVENT_READ, t)
+            log.debug("tftp %s:%d: sending %r (%d bytes, options %s)", *peer, name, t.size, t.oack)
+            self._send_first(t)
+        except Exception as e:
+            self._end(t)
+            self._note(logging.WARNING, "tftp %s:%d: %r: could not start (%s)", *peer, name[:200], _short(e))
+            self._error(self.sock, peer, ERR_NOT_DEFINED)
 
     def _negotiate(self, t: _Transfer, options: dict[str, str]) -> dict[str, str]:
         """Accept what we can of the client's options; a value we cannot use is left out."""
         accepted: dict[str, str] = {}
         for key, value in options.items():
-            try:
-                n = int(value)
-            except (TypeError, ValueError):
+            if not value.isdigit():
                 continue
+            n = int(value)
             if key == "blksize" and n >= MIN_BLKSIZE:
                 t.blksize = min(n, MAX_BLKSIZE)
                 accepted[key] = str(t.blksize)
-            elif key == "tsize" and n >= 0:
+            elif key == "tsize":
                 accepted[key] = str(t.size)
-            elif key == "timeout" and 1 <= n <= 255:
+            elif key == "timeout" and 1 <= n <= self.max_client_timeout:
                 t.timeout = float(n)
                 accepted[key] = str(n)
             elif key == "windowsize" and n >= 1:
-                t.windowsize = min(n, MAX_WINDOW)
-                accepted[key] = str(t.windowsize)
+                t.windowsize = n
+                accepted[key] = ""
+        if "windowsize" in accepted:
+            # after blksize, whatever order the options came in
+            t.windowsize = max(1, min(t.windowsize, MAX_WINDOW, MAX_WINDOW_BYTES // t.blksize))
+            accepted["windowsize"] = str(t.windowsize)
         return accepted
 
     # -- transfers --------------------------------------------------------------------------
@@ -248,7 +446,7 @@ class TftpServer(BackgroundServer):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:    # the client's port is gone (ICMP unreachable)
-            log.info("tftp %s:%d: %r: client went away (%s)", *t.peer, t.name[:200], e.strerror)
+            self._note(logging.INFO, "tftp %s:%d: %r: client went away (%s)", *t.peer, t.name[:200], e.strerror)
             self._end(t)
             return
         if peer != t.peer:
@@ -264,22 +462,25 @@ class TftpServer(BackgroundServer):
             return
         if opcode != ACK:
             return
-        if t.oack is not None and t.acked == 0 and t.sent_upto == 0:
+        if t.oack is not None and t.sent_upto == 0:
             if number == 0:
-                self._send_window(t)
+                self._progress(t)
+                self._send_or_fail(t)
             return
         block = self._absolute(t, number)
         if block is None or block <= t.acked:
-            return      # duplicate or stray: the timeout resends if something was lost
+            return      # duplicate or stray: answering each would be the Sorcerer's Apprentice bug
         t.acked = block
-        t.retries = 0
+        self._progress(t)
         if t.acked >= t.last_block:
             self.served += 1
             log.debug("tftp %s:%d: sent %r, %d bytes in %.2fs", *t.peer, t.name, t.size,
                       time.monotonic() - t.started)
             self._end(t)
-        elif t.acked >= t.sent_upto:
-            self._send_window(t)
+        else:
+            # the whole window acknowledged, or (RFC 7440) the client acknowledged the last block
+            # it got in order and the window starts again after it
+            self._send_or_fail(t)
 
     @staticmethod
     def _absolute(t: _Transfer, wire: int) -> int | None:
@@ -289,22 +490,42 @@ class TftpServer(BackgroundServer):
                 return block
         return None
 
-    def _send_window(self, t: _Transfer) -> None:
-        first = t.acked + 1
-        last = min(t.acked + t.windowsize, t.last_block)
-        for block in range(first, last + 1):
-            pkt = TftpPacketDAT()
-            pkt.blocknumber = block % 65536
-            pkt.data = t.read((block - 1) * t.blksize, t.blksize)
-            self._send(t, pkt.encode().buffer)
-        t.sent_upto = last
-        t.last_send = time.monotonic()
+    def _progress(self, t: _Transfer) -> None:
+        t.retries = 0
+        t.progress_at = time.monotonic()
 
-    def _send_oack(self, t: _Transfer) -> None:
-        pkt = TftpPacketOACK()
-        pkt.options = t.oack
-        self._send(t, pkt.encode().buffer)
-        t.last_send = time.monotonic()
+    def _send_first(self, t: _Transfer) -> None:
+        # before the client's first ACK its address may be spoofed: one small packet, no window
+        if t.oack:
+            self._send(t, oack_packet(t.oack))
+        else:
+            t.oack = None
+            self._send_blocks(t, 1, 1)
+        self._arm(t)
+
+    def _send_or_fail(self, t: _Transfer) -> None:
+        try:
+            self._send_window(t)
+        except Exception as e:
+            self._fail(t, e)
+
+    def _fail(self, t: _Transfer, e: Exception) -> None:
+        self._note(logging.WARNING, "tftp %s:%d: %r: ended (%s)", *t.peer, t.name[:200], _short(e))
+        self._error(t.sock, t.peer, ERR_NOT_DEFINED)
+        self._end(t)
+
+    def _send_window(self, t: _Transfer) -> None:
+        self._send_blocks(t, t.acked + 1, min(t.acked + t.windowsize, t.last_block))
+        self._arm(t)
+
+    def _send_blocks(self, t: _Transfer, first: int, last: int) -> None:
+        for block in range(first, last + 1):
+            self._send(t, data_packet(block, t.source.read((block - 1) * t.blksize, t.blksize)))
+        t.sent_upto = max(t.sent_upto, last)
+
+    def _arm(self, t: _Transfer) -> None:
+        wait = t.timeout * min(2 ** t.retries, MAX_BACKOFF)
+        t.resend_at = time.monotonic() + wait
 
     def _send(self, t: _Transfer, data: bytes) -> None:
         try:
@@ -312,36 +533,48 @@ class TftpServer(BackgroundServer):
         except OSError as e:
             log.debug("tftp %s:%d: send failed: %s", *t.peer, e)
 
-    def _check_timeouts(self) -> None:
-        now = time.monotonic()
+    def _check_timeouts(self, now: float) -> None:
         for t in list(self._transfers.values()):
-            if now - t.last_send < t.timeout:
+            if now < t.resend_at and now - t.progress_at < self.stall_limit:
                 continue
-            t.retries += 1
-            if t.retries > self.retries:
-                log.info("tftp %s:%d: %r: client vanished after block %d of %d", *t.peer, t.name[:200],
-                         t.acked, t.last_block)
-                self._end(t)
-            elif t.oack is not None and t.sent_upto == 0:
-                self._send_oack(t)
-            else:
-                self._send_window(t)
+            try:
+                self._retransmit(t, now)
+            except Exception as e:   # e.g. the file became unreadable: end this one, not the loop
+                self._fail(t, e)
+
+    def _retransmit(self, t: _Transfer, now: float) -> None:
+        t.retries += 1
+        if t.retries > self.retries or now - t.progress_at >= self.stall_limit:
+            self._note(logging.INFO, "tftp %s:%d: %r: client vanished after block %d of %d (%.1fs without progress)",
+                       *t.peer, t.name[:200], t.acked, t.last_block, now - t.progress_at)
+            self._end(t)
+        elif t.oack is not None and t.sent_upto == 0:
+            self._send(t, oack_packet(t.oack))
+            self._arm(t)
+        else:
+            # only the first block the client lacks: a whole window per timeout would let a
+            # client that never ACKs (or a spoofed one) draw megabytes
+            self._send_blocks(t, t.acked + 1, t.acked + 1)
+            self._arm(t)
 
     def _end(self, t: _Transfer) -> None:
         if self._transfers.get(t.peer) is t:
             del self._transfers[t.peer]
+            left = self._per_source.get(t.peer[0], 0) - 1
+            if left > 0:
+                self._per_source[t.peer[0]] = left
+            else:
+                self._per_source.pop(t.peer[0], None)   # spoofed sources must not pile up here
         try:
             self._sel.unregister(t.sock)
         except (KeyError, ValueError):
             pass
         t.sock.close()
-        t.close_source()
+        t.source.close()
 
-    def _error(self, sock: socket.socket, peer, code: int) -> None:
-        pkt = TftpPacketERR()
-        pkt.errorcode = code
+    def _error(self, sock: socket.socket, peer, code: int, message: str | None = None) -> None:
         try:
-            sock.sendto(pkt.encode().buffer, peer)
+            sock.sendto(error_packet(code, message), peer)
         except OSError:
             pass
 

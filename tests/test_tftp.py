@@ -1,18 +1,25 @@
 """The TFTP server with real packets: boot loaders, per-MAC configs, options, and hostile clients."""
 
+import json
 import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from provisioner.bootfiles import import_bootfiles
-from provisioner.tftp import TftpServer
+from provisioner.tftp import Resolved, TftpServer, error_packet
 from tests import tftpclient
+from tests.netns import can_make_namespaces, namespaces
+from tests.tftp_hostile import (collect, fd_count, hog, parse_error, static_resolver, udp, wait_until,
+                                windowed_fetch_losing_a_block)
 from tests.tftpclient import fetch, rrq
 
 HAVE_PXELINUX = os.path.exists("/usr/lib/PXELINUX/lpxelinux.0")
@@ -248,7 +255,6 @@ def test_clients_that_vanish_mid_transfer_are_dropped_and_others_served(tftp, bo
     for t in threads:
         t.join()
     assert [r.data == (bootfiles / "big.bin").read_bytes() for r in results] == [True] * 3
-    import time
     deadline = time.monotonic() + 10
     while tftp.active and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -271,3 +277,230 @@ def test_a_stranger_on_a_transfer_port_gets_unknown_tid(tftp, bootfiles):
     other.close()
     s.close()
     assert fetch(addr(tftp), "lpxelinux.0").data == (bootfiles / "lpxelinux.0").read_bytes()
+
+
+# -- limits: what a hostile client can make the server spend --------------------------------------
+
+
+@pytest.fixture
+def files():
+    return {"small.bin": os.urandom(3000), "big.bin": os.urandom(1 << 20), "four.bin": os.urandom(4 << 20)}
+
+
+@pytest.fixture
+def make_server(files):
+    made = []
+
+    def make(resolve=None, **kw):
+        kw.setdefault("timeout", 0.2)
+        server = TftpServer(resolve or static_resolver(files), "127.0.0.1", 0, **kw).start()
+        made.append(server)
+        return server
+    yield make
+    for server in made:
+        server.stop()
+
+
+def test_error_packets_are_built_for_every_code():
+    for code in range(0, 9):
+        assert parse_error(error_packet(code))[0] == code
+    assert parse_error(error_packet(0, "server busy")) == (0, "server busy")
+    assert parse_error(error_packet(0, "a\0b")) == (0, "a?b")
+
+
+def test_the_per_source_cap_refuses_with_an_error_and_rate_limited_log_lines(make_server, files, caplog):
+    caplog.set_level(logging.INFO, logger="provisioner.tftp")
+    server = make_server(max_per_source=2, retries=100, stall_limit=2.0)
+    with udp() as a, udp() as b, udp() as flood:
+        hog(a, addr(server), "big.bin")
+        hog(b, addr(server), "big.bin")
+        started = time.monotonic()
+        for _ in range(2000):
+            flood.sendto(tftpclient.rrq("small.bin"), addr(server))
+        replies = collect(flood, 1.0)
+        elapsed = time.monotonic() - started
+        assert len(replies) > 100          # the receive buffer may drop some; the server sent them
+        assert {parse_error(buf) for buf, _ in replies} == {(0, "too many transfers from your address")}
+        assert server.refused >= len(replies)
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert 1 <= len(refusals) <= 20 + 10 * elapsed + 1
+        # the transfers holding the quota end at the stall limit, and the address is served again
+        assert wait_until(lambda: server.active == 0, 4)
+    res = fetch(addr(server), "small.bin", {"tsize": 0})
+    assert res.data == files["small.bin"]
+
+
+def test_the_global_cap_refuses_with_an_error(make_server, files):
+    server = make_server(max_sessions=3, retries=100, stall_limit=2.0)
+    with udp() as a, udp() as b, udp() as c, udp() as d:
+        for s in (a, b, c):
+            hog(s, addr(server), "big.bin", blksize=1024)
+        d.sendto(tftpclient.rrq("small.bin"), addr(server))
+        assert parse_error(d.recvfrom(100)[0]) == (0, "server busy")
+        assert wait_until(lambda: server.active == 0, 4)
+    assert fetch(addr(server), "big.bin", {"blksize": 1408}).data == files["big.bin"]
+
+
+@pytest.mark.skipif(not can_make_namespaces(), reason="needs root to make a network namespace")
+def test_one_address_at_its_cap_does_not_stop_another():
+    """127.0.0.2 and .3 in a namespace the test makes: the only way to have several sources here."""
+    with namespaces(1) as (ns,):
+        proc = ns.run(sys.executable, "-m", "tests.tftp_hostile", cwd=str(Path(__file__).parent.parent),
+                      timeout=60)
+    out = json.loads(proc.stdout)
+    assert out["third_from_one_address"] == [0, "too many transfers from your address"]
+    assert out["other_address_served_whole"] is True
+    assert out["fifth_overall"] == [0, "server busy"] and out["active_when_full"] == 4
+    assert out["all_ended_by_the_stall_limit"] is True and out["served_after"] is True
+    assert out["refused"] == 2
+
+
+def test_a_timeout_longer_than_the_server_allows_is_left_out_of_the_oack(make_server, files):
+    server = make_server()          # stall limit 30 s: a client's timeout is honoured up to 7 s
+    res = fetch(addr(server), "small.bin", {"timeout": 60, "blksize": 1024})
+    assert res.oack == {"blksize": "1024"} and res.data == files["small.bin"]
+    res = fetch(addr(server), "small.bin", {"timeout": 8, "tsize": 0})
+    assert res.oack == {"tsize": "3000"} and res.data == files["small.bin"]
+    res = fetch(addr(server), "small.bin", {"timeout": 5})
+    assert res.oack == {"timeout": "5"} and res.data == files["small.bin"]
+
+
+def test_a_client_that_stops_acking_is_ended_at_the_stall_limit_with_backoff(make_server):
+    # retries would allow 100 retransmissions 0.2 s apart; the stall limit and backoff allow far fewer
+    server = make_server(retries=100, stall_limit=1.5)
+    with udp() as s:
+        oack, peer = hog(s, addr(server), "big.bin", timeout=255, blksize=1024)
+        assert oack[:2] == b"\x00\x06" and b"timeout" not in oack
+        s.sendto(tftpclient.ack(0), peer)
+        first, _ = s.recvfrom(70000)
+        assert first[:4] == b"\x00\x03\x00\x01"
+        s.sendto(tftpclient.ack(1), peer)          # the last progress it makes
+        stopped = time.monotonic()
+        assert wait_until(lambda: server.active == 0, 5)
+        lasted = time.monotonic() - stopped
+        resent = [buf for buf, _ in collect(s, 0.2)][1:]      # block 2 came once in order
+    assert 1.4 <= lasted <= 2.2, lasted
+    assert all(buf[:4] == b"\x00\x03\x00\x02" for buf in resent)     # only the block it lacks
+    assert 1 <= len(resent) <= 3       # at 0.2, 0.6, 1.4 s: backing off, then ended at 1.5 s
+
+
+def test_a_request_that_is_never_acked_draws_only_a_few_small_packets(make_server, files):
+    server = make_server(retries=5, stall_limit=2.0)
+    budgets = {
+        # options: the OACK and its retransmissions, never a window of 64 blocks of 64 KiB
+        "windowed": (dict(blksize=65464, windowsize=64, tsize=0), 6 * 60),
+        # no options: block 1 of 512 bytes and its retransmissions
+        "plain": ({}, 6 * 516),
+    }
+    for label, (options, budget) in budgets.items():
+        with udp() as s:
+            s.sendto(tftpclient.rrq("four.bin", **options), addr(server))
+            got = collect(s, 2.6)
+        total = sum(len(buf) for buf, _ in got)
+        assert 1 <= len(got) <= 6 and total <= budget, (label, len(got), total)
+        assert wait_until(lambda: server.active == 0, 1)
+    # a client that takes the first window and goes silent: one window, then one block per timeout
+    with udp() as s:
+        oack, peer = hog(s, addr(server), "four.bin", blksize=1024, windowsize=64)
+        assert b"windowsize\x0064\x00" in oack
+        s.sendto(tftpclient.ack(0), peer)
+        got = collect(s, 2.6)
+    blocks = [struct.unpack("!H", buf[2:4])[0] for buf, _ in got]
+    assert blocks[:64] == list(range(1, 65)) and set(blocks[64:]) == {1} and len(blocks) <= 64 + 5
+    # and a windowed transfer that does ACK gets the whole file
+    res = fetch(addr(server), "big.bin", {"blksize": 1024, "windowsize": 64})
+    assert res.oack["windowsize"] == "64" and res.data == files["big.bin"]
+
+
+def test_a_window_restarts_after_the_block_a_client_acknowledges_in_order(make_server, files):
+    # a 5 s timeout: recovering by timeout instead of by the client's ACK would take that long
+    server = make_server(timeout=5.0)
+    started = time.monotonic()
+    data = windowed_fetch_losing_a_block(addr(server), "big.bin", blksize=1024, windowsize=16, lose=21)
+    assert data == files["big.bin"] and time.monotonic() - started < 4
+
+
+def test_the_window_is_bounded_in_bytes(make_server):
+    server = make_server()
+    with udp() as s:
+        oack, peer = hog(s, addr(server), "four.bin", blksize=65464, windowsize=64)
+        assert oack == b"\x00\x06blksize\x0065464\x00windowsize\x0016\x00"     # 1 MiB a window at most
+        s.sendto(tftpclient.error(0), peer)
+    assert wait_until(lambda: server.active == 0, 1)
+
+
+class _Unreadable(bytes):
+    def __getitem__(self, item):
+        raise OSError(5, "Input/output error")
+
+
+def test_no_descriptor_is_kept_when_a_transfer_cannot_start(make_server, files, tmp_path):
+    gone = tmp_path / "gone.bin"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+
+    def resolve(name, peer):
+        if name == "vanished":            # resolved, then removed before the server opens it
+            gone.write_bytes(b"x")
+            path = Path(gone)
+            gone.unlink()
+            return Resolved(path=path)
+        if name in ("fifo", "dir"):
+            return Resolved(path=tmp_path / name)
+        if name == "raises":
+            raise RuntimeError("resolver bug")
+        if name == "unreadable":
+            return Resolved(data=_Unreadable(b"x" * 5000))
+        return static_resolver(files)(name, peer)
+    server = make_server(resolve, max_per_source=2, retries=100, stall_limit=3)
+
+    def refused(s, name, **options):
+        s.sendto(tftpclient.rrq(name, **options), addr(server))
+        buf, _ = s.recvfrom(70000)
+        return parse_error(buf)[0]
+
+    with udp() as s:
+        before = fd_count()
+        for _ in range(40):
+            assert refused(s, "vanished") == 1
+            assert refused(s, "fifo") == 2 and refused(s, "dir") == 2
+            assert refused(s, "raises") == 0
+            assert refused(s, "unreadable") == 0                        # fails after the socket is made
+            with udp() as t:                                            # fails after the OACK
+                oack, peer = hog(t, addr(server), "unreadable", blksize=512)
+                t.sendto(tftpclient.ack(0), peer)
+                assert parse_error(t.recvfrom(100)[0])[0] == 0
+        real = server._negotiate
+        server._negotiate = lambda t, options: 1 / 0                    # option negotiation fails
+        for _ in range(40):
+            assert refused(s, "small.bin", tsize=0) == 0
+        server._negotiate = real
+        assert server.active == 0
+        assert fd_count() == before
+        with udp() as a, udp() as b:
+            hog(a, addr(server), "big.bin")
+            hog(b, addr(server), "big.bin")
+            held = fd_count()
+            for _ in range(100):                                        # the per-source cap
+                assert refused(s, "big.bin") == 0
+            assert fd_count() == held
+        # the two that held the quota end at the stall limit, and give back what they held
+        assert wait_until(lambda: server.active == 0 and fd_count() == before, 5)
+        assert fetch(addr(server), "small.bin").data == files["small.bin"]
+
+
+def test_option_stuffed_requests_cost_little(make_server, files):
+    server = make_server()
+    stuffed = tftpclient.rrq("small.bin") + b"a\0b\0" * 16000        # tftpy took 0.14 s on each
+    with udp() as s:
+        for _ in range(200):
+            s.sendto(stuffed, addr(server))
+        started = time.monotonic()
+        res = fetch(addr(server), "small.bin", timeout=3)
+        assert res.data == files["small.bin"] and time.monotonic() - started < 3
+        replies = collect(s, 0.5)
+    assert replies and all(parse_error(buf)[0] == 4 for buf, _ in replies)
+    many = tftpclient.rrq("small.bin") + b"".join(b"x%d\x001\x00" % i for i in range(100)) + b"blksize\x001024\x00"
+    assert len(many) < 2048
+    res = fetch(addr(server), "small.bin", raw_request=many)
+    assert res.data == files["small.bin"] and res.oack is None       # options past the 16th: ignored
