@@ -109,10 +109,17 @@ def main(verbose: bool):
                    "Default: what the open-files limit has room for.")
 @click.option("--head-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
               help="Seconds from a connection's accept to the end of its request's head (and TLS handshake).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The API's TLS certificate (PEM, chain included), when service.url is https. "
+                   "Default: one from the service's own CA in the state directory.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The key of --tls-cert.")
 @fail_cleanly
 def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, boot_processes: int,
-          workers: int, threads: int, max_connections: int | None, head_timeout: float):
-    """Run the service: the API over HTTP, the boot server for machines, boot loaders over TFTP."""
+          workers: int, threads: int, max_connections: int | None, head_timeout: float,
+          tls_cert: Path | None, tls_key: Path | None):
+    """Run the service: the API (HTTPS when the site's service.url is https), the boot server for
+    machines (plain HTTP), boot loaders over TFTP."""
     from provisioner.http.loop import Limits
     from provisioner.server import serve_forever
     host, port = _hostport(http)
@@ -124,18 +131,26 @@ def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot:
         tftp_at = (host, 69 if os.geteuid() == 0 else 6969)
     boot_at = None if no_boot else _hostport(boot, "--boot") if boot else (host, port + 1)
     state_dir, site = _settings()
+    from provisioner.config import load_site
+    from provisioner.tls import api_context
+    site = load_site(site)
+    api_ssl = api_context(site, state_dir, tls_cert, tls_key, extra_names=(host,))
     logging.getLogger().setLevel(logging.INFO)
     serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at,
-                  boot_processes=boot_processes, limits=Limits(max_conns=max_connections, head_timeout=head_timeout))
+                  boot_processes=boot_processes, limits=Limits(max_conns=max_connections, head_timeout=head_timeout),
+                  api_ssl=api_ssl)
 
 
 @main.command()
 @common_options
 @fail_cleanly
-def token():
+@click.option("--read-only", is_flag=True,
+              help="The read-only token instead: listings, events, plans and barriers, no writes.")
+def token(read_only: bool):
     """Print the admin API token (generated on first run)."""
     state_dir, _ = _settings()
-    click.echo(load_or_create(state_dir).admin_token)
+    creds = load_or_create(state_dir)
+    click.echo(creds.reader_token if read_only else creds.admin_token)
 
 
 @main.group()

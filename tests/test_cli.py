@@ -48,6 +48,8 @@ def custom_site(tmp_path):
 def test_token_is_stable_and_secret_file_private(run, tmp_path):
     token = run("token").stdout.strip()
     assert len(token) >= 32 and run("token").stdout.strip() == token
+    reader = run("token", "--read-only").stdout.strip()
+    assert len(reader) >= 32 and reader != token and run("token", "--read-only").stdout.strip() == reader
     assert stat.S_IMODE((tmp_path / "state" / "secrets.yaml").stat().st_mode) == 0o600
 
 
@@ -183,13 +185,18 @@ def _serving(run):
 
 def test_serve_runs_on_the_embedded_defaults(run):
     with _serving(run) as (proc, port, boot_port):
-        resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=5)
+        assert requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=5).status_code == 401
+        reader = {"Authorization": f"Bearer {run('token', '--read-only').stdout.strip()}"}
+        resp = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", headers=reader, timeout=5)
         assert [n["hostname"] for n in resp.json()["nodes"]][-1] == "controller"
+        # kickstarts go to each node's own address only, and loopback is none of them
         ks = requests.get(f"http://127.0.0.1:{port}/ks/52:54:00:0c:00:01", timeout=5)
-        assert ks.status_code == 200 and "Table 1" in ks.text
+        assert ks.status_code == 403 and "compute1's own address" in ks.text
         # machines are sent to the boot server, which answers the same
         boot = requests.get(f"http://127.0.0.1:{boot_port}/ks/52:54:00:0c:00:01", timeout=5)
-        assert boot.status_code == 200 and boot.text == ks.text
+        assert boot.status_code == 403 and boot.text == ks.text
+        assert requests.get(f"http://127.0.0.1:{boot_port}/pxelinux.cfg/01-52-54-00-0c-00-01",
+                            timeout=5).status_code == 200
         kids = _children(proc.pid)
         # the API (gunicorn, with its workers under it) and two boot server processes
         assert len(kids) == 3 and sum(bool(_children(k)) for k in kids) == 1

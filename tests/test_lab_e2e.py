@@ -65,8 +65,10 @@ def test_the_five_node_testbed_installs_and_boots_from_disk(tmp_path):
             assert up.returncode == 0, up.stderr + up.stdout
             assert "rehearsal installer imported as centos-stream-9-x86_64" in up.stdout
 
+            reader = f"Authorization: Bearer {cli(state, 'token', '--read-only').stdout.strip()}"
+
             def nodes():
-                r = ns.run("curl", "-sf", "http://127.0.0.1:8080/api/v1/nodes", check=False)
+                r = ns.run("curl", "-sf", "-H", reader, "http://127.0.0.1:8080/api/v1/nodes", check=False)
                 return json.loads(r.stdout)["nodes"] if r.returncode == 0 else []
 
             deadline = time.monotonic() + 1200
@@ -84,7 +86,7 @@ def test_the_five_node_testbed_installs_and_boots_from_disk(tmp_path):
                 h: "installed" for h in ("compute1", "compute2", "compute3", "compute4", "controller")}
 
             for node in nodes():
-                events = json.loads(ns.run("curl", "-sf",
+                events = json.loads(ns.run("curl", "-sf", "-H", reader,
                                            f"http://127.0.0.1:8080/api/v1/nodes/{node['mac']}/events").stdout)["events"]
                 layout = [e["detail"] for e in events if e["type"] == "layout"][-1]
                 got = {"partitions": {p["name"]: p["mib"] for p in layout["partitions"]},

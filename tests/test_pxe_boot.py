@@ -61,7 +61,7 @@ def test_qemu_pxe_boots_through_the_service_to_the_installer_command_line(tmp_pa
         qemu = None
         try:
             def service_up():
-                r = ns.run("curl", "-sf", "http://192.168.0.254:8080/api/v1/nodes", check=False)
+                r = ns.run("curl", "-sf", "http://192.168.0.254:8080/api/v1/openapi.json", check=False)
                 return r.returncode == 0
             wait_for(service_up, 30, "the service")
             qemu = ns.popen(["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", "512",

@@ -301,3 +301,95 @@ def test_a_registry_from_before_the_credentials_opens_and_gains_them(tmp_path):
     cols = {r[1] for r in reg._conn().execute("PRAGMA table_info(nodes)")}
     assert "firstboot_hash" in cols
     reg.close()
+
+
+# -- TLS where secrets travel -------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_runner_talks_https_with_the_services_ca_pinned(state_dir, tmp_path):
+    """service.url https: serve makes its CA and a certificate, the kickstart carries the CA,
+    and the real first-boot runner fetches its configuration and reports over HTTPS with it
+    pinned; without the CA, or over plain HTTP, nothing is read. Its barrier wait then times out
+    naming the host it waits for."""
+    import os
+    import socket
+    import sys
+    import time
+    from importlib import resources
+
+    from provisioner.kscheck import check_kickstart
+    from tests.test_hooks_runner import stub_hooks
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    port, boot = free_port(), free_port()
+    text = resources.files("provisioner").joinpath("site.yaml").read_text()
+    text = text.replace("  url: http://192.168.0.254:8080\n", f"  url: https://127.0.0.1:{port}\n"
+                                                               f"  boot_url: http://127.0.0.1:{boot}\n")
+    text = text.replace("  kickstart_node_address_only: true\n", "  kickstart_node_address_only: false\n")
+    site = tmp_path / "site.yaml"
+    site.write_text(text)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state_dir), "--site",
+                                 str(site), "serve", "--http", f"127.0.0.1:{port}", "--boot", f"127.0.0.1:{boot}",
+                                 "--no-tftp"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        ca = state_dir / "tls" / "ca.pem"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"https://127.0.0.1:{port}/api/v1/openapi.json", verify=str(ca), timeout=2)
+                break
+            except (requests.ConnectionError, OSError):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert (state_dir / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
+        assert (state_dir / "tls" / "server.key").stat().st_mode & 0o777 == 0o600
+        ks = requests.get(f"http://127.0.0.1:{boot}/ks/{COMPUTE2}", timeout=10).text
+        post = next(s.script for s in check_kickstart(ks).handler.scripts if "report installed" in s.script)
+        assert ca.read_text() in post and "--cacert /etc/provisioner/ca.pem" in post
+        assert f"PROVISIONER_EVENTS='https://127.0.0.1:{port}/api/v1/nodes/{COMPUTE2}/events'" in post
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=5)      # no plain HTTP here
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://127.0.0.1:{port}/api/v1/openapi.json", timeout=5)     # not a public CA
+
+        install_token = ks.split("PROVISIONER_TOKEN='", 1)[1].split("'", 1)[0]
+        r = requests.post(f"https://127.0.0.1:{port}/api/v1/nodes/{COMPUTE2}/events", json={"type": "installed"},
+                          headers=bearer(install_token), verify=str(ca), timeout=10)
+        token = r.json()["firstboot_token"]
+
+        stub_hooks(tmp_path)
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        (etc / "ca.pem").write_text(ca.read_text())
+        (etc / "node.env").write_text(f"PROVISIONER_URL='https://127.0.0.1:{port}'\nPROVISIONER_MAC='{COMPUTE2}'\n"
+                                      f"PROVISIONER_TOKEN='{token}'\n")
+        env = {**os.environ, "HOOKS": str(tmp_path / "hooks"), "PROVISIONER_ETC": str(etc),
+               "PROVISIONER_STATE": str(tmp_path / "state"), "BARRIER_POLL": "0.2", "BARRIER_TIMEOUT": "2",
+               "STEP_LOG": str(tmp_path / "steps.log"), "FAIL_DIR": str(tmp_path / "fail")}
+        run = subprocess.run(["bash", str(tmp_path / "hooks" / "runner.sh")], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 1
+        assert "04-glusterfs-all/01-glusterfs-mount" in run.stderr and "controller" in run.stderr
+        assert "NOVA_PASSWORD=" in (etc / "config.env").read_text()
+        reader = bearer(load_or_create(state_dir).reader_token)
+        plan = requests.get(f"https://127.0.0.1:{port}/api/v1/nodes/{COMPUTE2}/plan", headers=reader,
+                            verify=str(ca), timeout=10).json()
+        steps = {s["id"]: s for s in plan["steps"]}
+        assert steps["02-glusterfs-all/05-glusterfs-brick"]["state"] == "ok"
+        mount = steps["04-glusterfs-all/01-glusterfs-mount"]
+        assert mount["state"] == "failed" and "still waits for: controller" in mount["output"]
+
+        (etc / "ca.pem").unlink()     # the same runner without the CA: curl refuses the service
+        (etc / "config.env").unlink()
+        run = subprocess.run(["bash", str(tmp_path / "hooks" / "runner.sh")], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 1 and "cannot fetch this node's configuration" in run.stderr
+        assert not (etc / "config.env").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
