@@ -343,6 +343,8 @@ def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
     disk = d.get("disk_bytes")
     if disk is not None and (isinstance(disk, bool) or not isinstance(disk, int) or disk <= 0):
         raise ConfigError(f"{where}.disk_bytes: {disk!r} is not a positive number of bytes")
+    if disk is not None and disk >= 1 << 63:        # the registry's INTEGER is 64-bit signed
+        raise ConfigError(f"{where}.disk_bytes: {disk} is more than any disk (2^63 bytes)")
     layout = _layout(site, roles, f"{where}.roles")
     try:
         storage.check_fit(layout, disk)

@@ -244,6 +244,11 @@ class Registry:
             # the install tokens live here: owner-only from the first byte
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)      # at every start: an older version's file or a restore may be readable
+        for extra in ("-wal", "-shm"):     # they hold the same rows as the database, install tokens too
+            try:
+                os.chmod(self.path.with_name(self.path.name + extra), 0o600)
+            except FileNotFoundError:
+                pass
         self._conn().executescript(_SCHEMA)
         with self._tx() as db:
             _migrate(db)
