@@ -12,6 +12,7 @@ import gzip
 import io
 import shlex
 import tarfile
+from importlib import resources
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from provisioner.config import Site
 from provisioner.credentials import PASSWORD_KEYS, Credentials
 from provisioner.registry import Node, Registry
 
-HOOKS_DIR = Path(__file__).resolve().parent.parent / "hooks"
+HOOKS_DIR = Path(str(resources.files("provisioner"))) / "hooks"     # shipped in the package
 STEP_STATUSES = ("started", "ok", "failed")
 # what a step may name under `secrets:`; the root password reaches machines only as a hash in
 # the kickstart, and MariaDB's root is reached over its socket

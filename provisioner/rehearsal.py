@@ -1,7 +1,7 @@
 """The lab's offline installer: a Debian kernel and an initrd built here from Debian's packages
 (busybox, sfdisk, wipefs, LVM, mke2fs, mkfs.xfs and the kernel modules they need).
 
-Its /init (vm-lab/rehearsal/init) does what Anaconda does with the node's kickstart, for the
+Its /init (provisioner/data/rehearsal/init) does what Anaconda does with the node's kickstart, for the
 parts a rehearsal needs: the disk layout with real tools, the hosts and network files, the
 callbacks, and a boot sector that prints a marker so the second boot can be told from the first.
 """
@@ -17,9 +17,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from provisioner.render import REPO_ROOT
+from provisioner.render import PACKAGE_DIR
 
-INIT = REPO_ROOT / "vm-lab" / "rehearsal" / "init"
+INIT = PACKAGE_DIR / "data" / "rehearsal" / "init"
 BINARIES = ("/usr/sbin/sfdisk", "/usr/sbin/wipefs", "/usr/sbin/lvm", "/usr/sbin/mke2fs", "/usr/sbin/mkfs.xfs")
 MODULES = ("e1000", "ahci", "sd_mod", "dm_mod", "xfs", "ext4")
 DISK_MARKER = b"PROVISIONER-DISK-BOOT"

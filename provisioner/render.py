@@ -1,7 +1,7 @@
 """One Jinja2 environment for every rendered file; the context for a node's kickstart.
 
 The renderer never touches the database: callers hand it a Node. What differs between roles is
-decided here, in Python; the templates in kickstarts/ only lay the answers out.
+decided here, in Python; the templates in templates/kickstarts/ only lay the answers out.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from importlib import resources
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from provisioner.config import Site
 from provisioner.credentials import Credentials
 from provisioner.registry import Node
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# What the service reads ships inside the package (a wheel carries it): found through
+# importlib.resources, as a directory on disk (a zipped install is not supported).
+PACKAGE_DIR = Path(str(resources.files("provisioner")))
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
 KICKSTART_TEMPLATE = "node.ks.j2"
 
 
@@ -30,7 +34,7 @@ def template_dirs(site: Site) -> list[Path]:
         dirs.append(site.templates)
     if os.environ.get("PROVISIONER_TEMPLATES"):
         dirs.append(Path(os.environ["PROVISIONER_TEMPLATES"]))
-    dirs += [REPO_ROOT / "kickstarts", REPO_ROOT / "pxe"]
+    dirs += [TEMPLATES_DIR / "kickstarts", TEMPLATES_DIR / "pxe"]
     return dirs
 
 

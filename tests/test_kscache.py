@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from provisioner.app import open_context
-from provisioner.render import REPO_ROOT
+from provisioner.render import TEMPLATES_DIR
 
 MAC = "52:54:00:0c:00:02"
 
@@ -40,7 +40,7 @@ def test_a_new_install_token_or_description_renders_again(ctx):
 def test_an_edited_template_renders_again(state_dir, site, tmp_path, monkeypatch):
     override = tmp_path / "templates"
     override.mkdir()
-    shutil.copy(REPO_ROOT / "kickstarts" / "_packages.ks.j2", override / "_packages.ks.j2")
+    shutil.copy(TEMPLATES_DIR / "kickstarts" / "_packages.ks.j2", override / "_packages.ks.j2")
     monkeypatch.setenv("PROVISIONER_TEMPLATES", str(override))
     ctx = open_context(state_dir, site)
     cache = ctx.node_http.kickstarts
