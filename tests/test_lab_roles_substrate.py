@@ -63,6 +63,16 @@ def test_an_interrupted_build_is_never_used(tmp_path):
     assert rootfs.cached_root(recipe, tmp_path) == tmp_path / rootfs.cache_key(recipe) / "root"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")
+def test_a_failed_build_is_removed_without_walking_into_its_mounts(tmp_path):
+    build = tmp_path / ".build-x-1"
+    (build / "root" / "proc").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(build / "root" / "proc")], check=True)
+    rootfs._discard(build)
+    assert not build.exists()
+    assert str(build) not in Path("/proc/mounts").read_text()
+
+
 def test_the_mirror_is_the_hosts(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(

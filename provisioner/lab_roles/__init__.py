@@ -4,6 +4,13 @@ rehearsing the first-boot role steps (GlusterFS, KVM, OpenStack) for real.
 One root is built with debootstrap and cached (rootfs), every node boots it read-only under its
 own overlay (containers), and all their NICs live in network namespaces made for the lab
 (netns). Substrate ties them together for `provisioner lab roles` and the tests.
+
+What a container cannot do here, as the role steps will find (measured on this host's kernel):
+  - Open vSwitch: no openvswitch module, so a kernel-datapath bridge fails; a userspace one
+    (datapath_type=netdev) works, which Neutron's OVS agent can be told to use.
+  - Block devices: no loop devices inside (mount -o loop fails) and no device-mapper on the
+    host, so no LVM; GlusterFS bricks need another stand-in for lv_gluster.
+  - chrony is skipped (ConditionCapability=CAP_SYS_TIME): the containers share the host's clock.
 """
 
 from provisioner.lab_roles.substrate import Substrate, SubstrateError

@@ -81,7 +81,7 @@ def ensure_root(recipe: Recipe, cache_dir: Path, progress=lambda line: None,
             return final / "root"
         # builds that died under this key: we hold its lock, so nobody is still writing them
         for stale in cache_dir.glob(f".build-{key}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            _discard(stale)
         build = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_dir))
         build.chmod(0o755)      # mkdtemp's 0700 would outlive the rename
         try:
@@ -90,7 +90,7 @@ def ensure_root(recipe: Recipe, cache_dir: Path, progress=lambda line: None,
             (build / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             os.rename(build, final)
         except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
+            _discard(build)
             raise
         progress(f"root {key}: built in {manifest['seconds']['total']:.0f}s")
         return final / "root"
@@ -153,6 +153,21 @@ def _build(recipe: Recipe, build: Path, mirrors: tuple[str, str | None], progres
             "packages": {"boot": list(recipe.boot), "common": list(recipe.common), "roles": list(recipe.roles)},
             "missing": missing, "disabled_units": disabled, "seconds": seconds,
             "installed": len(versions.splitlines()), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _discard(build: Path) -> None:
+    """Delete a build that did not finish, never what is mounted inside it."""
+    # debootstrap killed halfway leaves /proc (and maybe /sys, a /dev bind) mounted in the
+    # root, and rmtree would walk straight into them
+    prefix = str(build.resolve()) + "/"
+    with open("/proc/mounts") as f:
+        inside = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    for mount in sorted(inside, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    with open("/proc/mounts") as f:
+        if any(line.split()[1].startswith(prefix) for line in f):
+            return          # leave it; the next build under this key tries again
+    shutil.rmtree(build, ignore_errors=True)
 
 
 def _install(root: Path, packages: list[str], log: Path) -> dict[str, str]:
