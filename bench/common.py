@@ -25,6 +25,8 @@ def bench_site(work: Path, service_url: str = "http://127.0.0.1:8080", boot_url:
     data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
     data["network"] = {"cidr": str(NETWORK), "gateway": "172.16.0.1", "nameservers": []}
     data["service"] = {"url": service_url, **({"boot_url": boot_url} if boot_url else {})}
+    # every simulated machine fetches its kickstart from loopback, not from its own address
+    data["security"] = {**data.get("security", {}), "kickstart_node_address_only": False}
     for n in data["nodes"]:
         n["ip"] = n["ip"].replace("192.168.0.", "172.16.0.")
     path = work / "site.yaml"

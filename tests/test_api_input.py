@@ -46,9 +46,10 @@ def test_a_registry_made_by_an_older_version_opens_and_gains_the_version_column(
     path = tmp_path / "registry.sqlite3"
     with sqlite3.connect(path) as db:
         db.executescript(OLD_NODES_TABLE)
-    assert "version" not in _columns(path)
+    assert "version" not in _columns(path) and "firstboot_hash" not in _columns(path)
 
     reg = Registry(path)
+    assert {"version", "firstboot_hash"} <= set(_columns(path))
     assert _columns(path)["version"] == "INTEGER"
     node = reg.get("52:54:00:aa:00:10")
     assert (node.hostname, node.state, node.version) == ("compute10", "installed", 1)

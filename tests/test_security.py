@@ -3,7 +3,6 @@ long, and that the secrets a node is sent are the ones its own steps read."""
 
 import re
 import shutil
-import sqlite3
 import subprocess
 from dataclasses import replace
 
@@ -284,22 +283,6 @@ def test_post_keeps_the_credential_and_fails_loudly_when_raced(live_server, stat
     run = subprocess.run(["sh", str(post)], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "refused" in run.stderr
     assert not (tmp_path / "b" / "etc" / "node.env").exists()
-    reg.close()
-
-
-def test_a_registry_from_before_the_credentials_opens_and_gains_them(tmp_path):
-    from provisioner.registry import Registry
-    path = tmp_path / "old.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript("""CREATE TABLE nodes (id INTEGER PRIMARY KEY, mac TEXT NOT NULL UNIQUE,
-        hostname TEXT NOT NULL UNIQUE, ip TEXT NOT NULL UNIQUE, interface TEXT NOT NULL,
-        aliases TEXT NOT NULL, roles TEXT NOT NULL, nics TEXT NOT NULL, disk_bytes INTEGER,
-        state TEXT NOT NULL, netboot INTEGER NOT NULL, install_token TEXT NOT NULL,
-        source TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""")
-    db.close()
-    reg = Registry(path)
-    cols = {r[1] for r in reg._conn().execute("PRAGMA table_info(nodes)")}
-    assert "firstboot_hash" in cols
     reg.close()
 
 
