@@ -282,7 +282,10 @@ def start_ours(work: Path, n: int, tree: Path) -> tuple[subprocess.Popen, dict, 
     cli(state, site, "distro", "import", "--from", str(tree))
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
                              "serve", "--http", f"127.0.0.1:{http_port}", "--tftp", f"127.0.0.1:{tftp_port}",
-                             "--boot", f"127.0.0.1:{boot_port}", *SERVE_ARGS],
+                             "--boot", f"127.0.0.1:{boot_port}",
+                             # every simulated machine shares 127.0.0.1; real ones each have an address
+                             # (two each: the next request can come before the last ACK is read)
+                             "--tftp-per-source", str(2 * n + 16), *SERVE_ARGS],
                             stdout=subprocess.DEVNULL, stderr=open(work / "service.log", "w"))
     wait_tcp(http_port)
     wait_tcp(boot_port)
@@ -397,7 +400,8 @@ def run(n: int, initrd_mib: int) -> list[dict]:
         for p in procs:
             p.terminate()
             p.wait()
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
     return results
 
 

@@ -22,6 +22,7 @@ from provisioner.credentials import load_or_create
 from provisioner.kscheck import check_kickstart
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.registry import STATES, RegistryError
+from provisioner.storage import FIRMWARES
 
 
 def default_state_dir() -> Path:
@@ -109,6 +110,9 @@ def main(verbose: bool):
                    "Default: what the open-files limit has room for.")
 @click.option("--head-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
               help="Seconds from a connection's accept to the end of its request's head (and TLS handshake).")
+@click.option("--tftp-per-source", type=click.IntRange(1, 65536), default=16, show_default=True,
+              help="TFTP transfers one source address may hold at once (a PXE ROM needs 1-3; raise it "
+                   "behind a relay or NAT that makes many machines one address).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The API's TLS certificate (PEM, chain included), when service.url is https. "
                    "Default: one from the service's own CA in the state directory.")
@@ -117,7 +121,7 @@ def main(verbose: bool):
 @fail_cleanly
 def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot: bool, boot_processes: int,
           workers: int, threads: int, max_connections: int | None, head_timeout: float,
-          tls_cert: Path | None, tls_key: Path | None):
+          tftp_per_source: int, tls_cert: Path | None, tls_key: Path | None):
     """Run the service: the API (HTTPS when the site's service.url is https), the boot server for
     machines (plain HTTP), boot loaders over TFTP."""
     from provisioner.http.loop import Limits
@@ -136,7 +140,8 @@ def serve(http: str, tftp: str | None, no_tftp: bool, boot: str | None, no_boot:
     site = load_site(site)
     api_ssl = api_context(site, state_dir, tls_cert, tls_key, extra_names=(host,))
     logging.getLogger().setLevel(logging.INFO)
-    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at, boot=boot_at,
+    serve_forever(state_dir, site, host, port, workers=workers, threads=threads, tftp=tftp_at,
+                  tftp_per_source=tftp_per_source, boot=boot_at,
                   boot_processes=boot_processes, limits=Limits(max_conns=max_connections, head_timeout=head_timeout),
                   api_ssl=api_ssl)
 
@@ -168,16 +173,34 @@ def nodes():
 @click.option("--alias", "aliases", multiple=True)
 @click.option("--nic", "nics", multiple=True, metavar="MAC,NAME[,MODE]", help="Another NIC; MODE dhcp or off.")
 @click.option("--disk-bytes", type=int, default=None)
+@click.option("--firmware", type=click.Choice(FIRMWARES), default=None,
+              help="bios or uefi. Default: learned from the boot loader the machine first asks with.")
 @fail_cleanly
-def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes):
+def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes, firmware):
     """Register a node."""
     ctx = _context()
     data = {"mac": mac, "hostname": hostname, "ip": ip, "roles": list(roles), "interface": interface,
             "aliases": list(aliases), "nics": [_nic(n) for n in nics]}
     if disk_bytes is not None:
         data["disk_bytes"] = disk_bytes
+    if firmware is not None:
+        data["firmware"] = firmware
     node = node_ops.register(ctx.site, ctx.registry, data)
     click.echo(f"registered {node.hostname} ({node.mac}, {node.spec.ip}), armed for install")
+
+
+@nodes.command("change")
+@common_options
+@click.argument("mac")
+@click.option("--firmware", type=click.Choice(FIRMWARES + ("learn",)), required=True,
+              help="bios or uefi; learn: forget it, and take it from the next boot loader that asks.")
+@fail_cleanly
+def nodes_change(mac, firmware):
+    """Change a node registered through the API or CLI (site nodes change in the site file)."""
+    ctx = _context()
+    node = node_ops.change(ctx.site, ctx.registry, canonical_mac(mac),
+                           {"firmware": None if firmware == "learn" else firmware})
+    click.echo(f"changed {node.hostname} ({node.mac}): firmware {node.spec.firmware or 'to be learned'}")
 
 
 @nodes.command("list")
@@ -582,6 +605,37 @@ def distro_list():
         click.echo(name)
 
 
+@main.group()
+def mirror():
+    """The local copy of the install tree and repos the boot server serves (README, "Mirror")."""
+
+
+@mirror.command("sync")
+@common_options
+@click.option("--verify", is_flag=True, help="Hash every file already in the mirror again, not only "
+              "those no earlier run recorded as verified.")
+@click.option("--concurrency", type=click.IntRange(1, 32), default=None,
+              help="Downloads at once. Default: the site's mirror.concurrency.")
+@fail_cleanly
+def mirror_sync(verify, concurrency):
+    """Fetch os.install_tree and os.repos from os.mirror into the state directory, verified
+    against .treeinfo, repomd.xml and primary; a second run fetches only what is missing."""
+    from provisioner.config import load_site
+    from provisioner.mirror import SyncError, sync
+    state_dir, site = _settings()
+    try:
+        result = sync(load_site(site), state_dir, echo=lambda line: click.echo(line, err=True),
+                      verify=verify, concurrency=concurrency)
+    except SyncError as e:
+        raise click.ClickException(str(e)) from None
+    for failure in result.failures:
+        click.echo(f"failed: {failure}", err=True)
+    click.echo(f"mirror: {result.fetched} files fetched ({result.bytes} bytes), {result.present} already "
+               f"here, {len(result.failures)} failed, from {len(result.sources)} sources")
+    if result.failures:
+        sys.exit(1)
+
+
 @main.command("dnsmasq-config")
 @common_options
 @click.option("--interface", default=None, help="Serve DHCP on this interface only.")
@@ -604,7 +658,7 @@ def _problems(ctx, node) -> list[str]:
     problems = []
     layout = ctx.site.layout_for(node.spec.roles)
     try:
-        storage.check_fit(layout, node.spec.disk_bytes)
+        storage.check_fit(layout, node.spec.disk_bytes, node.spec.firmware)
     except storage.LayoutError as e:
         problems.append(str(e))
     result = check_kickstart(ctx.renderer.kickstart(node))

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int | None = None,
-                  threads: int = 16, tftp: tuple[str, int] | None = None,
+                  threads: int = 16, tftp: tuple[str, int] | None = None, tftp_per_source: int = 16,
                   boot: tuple[str, int] | None = None, boot_processes: int = 2,
                   limits: Limits | None = None, api_ssl: ssl.SSLContext | None = None) -> None:
     """workers: API processes sharing the port; threads: the Flask app's threads in each."""
@@ -54,7 +54,7 @@ def serve_forever(state_dir: Path, site, host: str, port: int, *, workers: int |
     boot_socks = _shared_sockets(*boot, boot_processes) if boot else []
     if boot:
         boot = (boot[0], boot_socks[0].getsockname()[1])
-    tftp_server = TftpServer(ctx.boot.tftp_resolve, *tftp) if tftp else None
+    tftp_server = TftpServer(ctx.boot.tftp_resolve, *tftp, max_per_source=tftp_per_source) if tftp else None
     notes = f", boot http://{boot[0]}:{boot[1]}/ ({boot_processes} processes)" if boot else ""
     if tftp_server:
         notes += f", tftp://{tftp_server.host}:{tftp_server.port}/"

@@ -2,6 +2,7 @@
 hosts' reports, resume after a failed step, and wrong tokens refused."""
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +47,20 @@ def stub_hooks(tmp: Path, fail: set[str] = frozenset()) -> Path:
     return hooks
 
 
+_RUNNERS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_outlives_its_test():
+    """A failed assertion must not leave runners polling barriers for hours."""
+    yield
+    while _RUNNERS:
+        p = _RUNNERS.pop()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)       # the runner and its curl and sleep
+            p.communicate()
+
+
 def runner(tmp: Path, url: str, host: str, token: str, **kw) -> subprocess.Popen:
     etc = tmp / host / "etc"
     etc.mkdir(parents=True, exist_ok=True)
@@ -54,8 +69,10 @@ def runner(tmp: Path, url: str, host: str, token: str, **kw) -> subprocess.Popen
     env = {**os.environ, "HOOKS": str(tmp / "hooks"), "PROVISIONER_ETC": str(etc),
            "PROVISIONER_STATE": str(tmp / host / "state"), "BARRIER_POLL": "0.2",
            "STEP_LOG": str(tmp / host / "steps.log"), "FAIL_DIR": str(tmp / "fail")}
-    return subprocess.Popen(["bash", str(tmp / "hooks" / "runner.sh")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    p = subprocess.Popen(["bash", str(tmp / "hooks" / "runner.sh")], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+    _RUNNERS.append(p)
+    return p
 
 
 def ran(tmp, host):
