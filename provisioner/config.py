@@ -38,6 +38,13 @@ class Repo:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """A local copy of the install tree and os.repos, served by the boot server (README, "Mirror")."""
+    enabled: bool = False
+    concurrency: int = 4        # downloads at once from the upstream
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     layout: str | None
@@ -97,6 +104,8 @@ class Site:
     open_reads: bool = False                    # listings, events, plans without a token
     kickstart_node_address_only: bool = True    # /ks/<mac> only to that node's own address
     tls_ca: Path | None = None                  # the CA of an operator's API certificate
+    mirror: Mirror = Mirror()
+    os_mirror: str = ""                         # os.mirror: the upstream the mirror copies
 
     @property
     def distro(self) -> str:
@@ -156,7 +165,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
-               "roles", "packages", "layouts", "nodes", "templates", "boot", "security"}
+               "roles", "packages", "layouts", "nodes", "templates", "boot", "security", "mirror"}
     _only_keys(data, allowed, "")
     name = _str(data.get("name", "site"), "name")
     domain = _str(data.get("domain"), "domain").lower()
@@ -246,6 +255,12 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if len({r.name for r in repos}) != len(repos):
         raise ConfigError("os.repos: a repository name is used twice")
 
+    mirror = _mirror(data.get("mirror", {}))
+    _check_sources_resolve(install_tree, repos, nameservers, mirror, fill["mirror"])
+    if mirror.enabled:
+        _check_resolvable(boot_url, "service.boot_url", nameservers,
+                          "the mirror sends installing nodes there")
+
     boot = _map(data.get("boot", {}), "boot")
     _only_keys(boot, {"kernel_args"}, "boot")
     kernel_args = []
@@ -300,7 +315,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
         kernel_args=tuple(kernel_args), provider_network=provider, selfservice_cidr=str(self_net),
         test_image=test_image, open_reads=open_reads, kickstart_node_address_only=ks_address_only,
-        tls_ca=tls_ca,
+        tls_ca=tls_ca, mirror=mirror, os_mirror=fill["mirror"],
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):
@@ -308,6 +323,44 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     _check_unique(nodes)
     object.__setattr__(site, "nodes", tuple(nodes))
     return site
+
+
+def _mirror(value: object) -> Mirror:
+    m = _map(value if value is not None else {}, "mirror")
+    _only_keys(m, {"enabled", "concurrency"}, "mirror")
+    concurrency = m.get("concurrency", Mirror.concurrency)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 32:
+        raise ConfigError(f"mirror.concurrency: {concurrency!r} is not a number of downloads from 1 to 32")
+    return Mirror(_flag(m.get("enabled", False), "mirror.enabled"), concurrency)
+
+
+def _check_sources_resolve(install_tree: str, repos: list[Repo], nameservers: tuple[str, ...],
+                           mirror: Mirror, upstream: str) -> None:
+    """Installing nodes fetch the install tree and repos themselves: a host name there needs a
+    resolver they are told about. With the mirror on they fetch from this service instead, and
+    the mirror copies everything from os.mirror, so each source must lie under it."""
+    sources = [("os.install_tree", install_tree)] + [(f"os.repos[{i}].baseurl", r.baseurl)
+                                                     for i, r in enumerate(repos)]
+    for where, url in sources:
+        if mirror.enabled:
+            if not url.startswith(upstream.rstrip("/") + "/"):
+                raise ConfigError(f"{where}: {url} is not under os.mirror {upstream}; the mirror "
+                                  "copies one upstream, keeping its layout")
+        else:
+            _check_resolvable(url, where, nameservers, "installing nodes fetch from it",
+                              "or turn the mirror on (mirror: {enabled: true}) to serve it from this service")
+
+
+def _check_resolvable(url: str, where: str, nameservers: tuple[str, ...], why: str, fix: str = "") -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not nameservers:
+        raise ConfigError(f"{where}: {url} names the host {host}, which {why}, but network.nameservers "
+                          f"is empty: nodes cannot resolve it (set network.nameservers{', ' + fix if fix else ''})")
 
 
 def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:

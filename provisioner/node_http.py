@@ -21,6 +21,7 @@ from provisioner.auth import parse_bearer, token_matches
 from provisioner.kscache import KickstartCache
 from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.mirror import served_file
 from provisioner.nodes import InvalidNode
 from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
 from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError, token_hash
@@ -76,6 +77,7 @@ class NodeHttp:
             ("GET", re.compile(rf"/pxelinux\.cfg/01-{_MAC}"), self.loader_config),
             ("GET", re.compile(rf"/grub/grub\.cfg-01-{_MAC}"), self.loader_config),
             ("GET", re.compile(r"/(?:boot|bootfiles)/.+"), self.static_file),
+            ("GET", re.compile(r"/mirror/.+"), self.mirror_file),
         ]
 
     def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None,
@@ -260,6 +262,16 @@ class NodeHttp:
     def static_file(self, m: re.Match, *_) -> Reply:
         """Kernels, initrds and loaders, by the same rules as over TFTP."""
         path = self.boot.file_resolve(m.group(0))
+        if path is None:
+            return Reply.text("not found\n", 404)
+        return Reply(200, content_type="application/octet-stream", path=path)
+
+    def mirror_file(self, m: re.Match, *_) -> Reply:
+        """The install tree and repos `provisioner mirror sync` keeps (README, "Mirror"); only
+        what sits under the mirror's pub/ (no partial or unverified download is ever there)."""
+        if not self.ctx.site.mirror.enabled:
+            return Reply.text("the site's mirror is off\n", 404)
+        path = served_file(self.boot.state_dir, m.group(0))
         if path is None:
             return Reply.text("not found\n", 404)
         return Reply(200, content_type="application/octet-stream", path=path)

@@ -17,6 +17,7 @@ from provisioner import distros
 from provisioner.bootfiles import bootfiles_dir
 from provisioner.lifecycle import Decision, decide
 from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.mirror import served_url
 from provisioner.tftp import ERR_NOT_FOUND, Resolved, safe_static_path
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class Boot:
         gateway = "" if site.gateway in (None, spec.ip) else site.gateway
         args = [
             f"inst.ks={site.boot_url}/ks/{spec.mac}",
-            f"inst.repo={site.install_tree}",
+            # the service's copy when the mirror is on: stage2 and packages need no route out
+            f"inst.repo={served_url(site, site.install_tree)}",
             # bind the report's interface name to the NIC's MAC, then configure it statically
             f"ifname={spec.interface}:{spec.mac}",
             f"ip={spec.ip}::{gateway}:{site.network.netmask}:{spec.hostname}.{site.domain}:{spec.interface}:none",

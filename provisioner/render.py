@@ -18,6 +18,7 @@ import jinja2
 from provisioner import storage
 from provisioner.config import Site
 from provisioner.credentials import Credentials
+from provisioner.mirror import mirror_base, served_url
 from provisioner.registry import Node
 
 # What the service reads ships inside the package (a wheel carries it): found through
@@ -102,7 +103,26 @@ class Renderer:
             "install_token": node.install_token,
             "ca_pem": self.ca_pem,
             "secure_events_url": f"{site.service_url}/api/v1/nodes/{spec.mac}/events",
+            # where packages come from: this service's mirror when it is on (README, "Mirror")
+            "install_url": served_url(site, site.install_tree),
+            "repos": [{"name": r.name, "baseurl": served_url(site, r.baseurl)} for r in site.repos],
+            "mirror_url": mirror_base(site) if site.mirror.enabled else None,
+            "mirror_repos": self.mirror_repos(),
         }
+
+    def mirror_repos(self) -> list[dict]:
+        """The installed system's dnf repos when the mirror is on ([] when off): the install
+        tree and os.repos at the service. The first-boot steps install from them long before
+        compute1's NAT exists, and the release packages' own repo files name the internet."""
+        site = self.site
+        if not site.mirror.enabled:
+            return []
+        out = [{"id": "install-tree", "name": f"{site.os_name} {site.os_version} install tree (mirror)",
+                "baseurl": served_url(site, site.install_tree)}]
+        for r in site.repos:
+            if r.baseurl != site.install_tree:
+                out.append({"id": r.name, "name": f"{r.name} (mirror)", "baseurl": served_url(site, r.baseurl)})
+        return out
 
     def network_lines(self, node: Node) -> list[dict]:
         """Report 5.4.1 per interface: static on the install network, DHCP on a public NIC, the rest off.
