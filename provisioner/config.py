@@ -70,6 +70,7 @@ class NodeSpec:
     aliases: tuple[str, ...] = ()
     nics: tuple[Nic, ...] = ()
     disk_bytes: int | None = None
+    firmware: str | None = None         # bios | uefi; None until set or learned from its boot loader
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def _check_resolvable(url: str, where: str, nameservers: tuple[str, ...], why: s
 def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
     """Validate one node description (from site.yaml or an API body) against the site."""
     d = _map(data, where)
-    _only_keys(d, {"mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes"}, where)
+    _only_keys(d, {"mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware"}, where)
     mac = _mac(d.get("mac"), f"{where}.mac")
     hostname = _hostname(d.get("hostname"), f"{where}.hostname")
     aliases = tuple(_hostname(a, f"{where}.aliases[{i}]")
@@ -398,12 +399,15 @@ def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
         raise ConfigError(f"{where}.disk_bytes: {disk!r} is not a positive number of bytes")
     if disk is not None and disk >= 1 << 63:        # the registry's INTEGER is 64-bit signed
         raise ConfigError(f"{where}.disk_bytes: {disk} is more than any disk (2^63 bytes)")
+    firmware = d.get("firmware")
+    if firmware is not None and firmware not in storage.FIRMWARES:
+        raise ConfigError(f"{where}.firmware: {firmware!r} is not one of {', '.join(storage.FIRMWARES)}")
     layout = _layout(site, roles, f"{where}.roles")
     try:
-        storage.check_fit(layout, disk)
+        storage.check_fit(layout, disk, firmware)
     except storage.LayoutError as e:
         raise ConfigError(f"{where}.disk_bytes: {e}") from None
-    return NodeSpec(mac, hostname, ip, roles, interface, aliases, tuple(nics), disk)
+    return NodeSpec(mac, hostname, ip, roles, interface, aliases, tuple(nics), disk, firmware)
 
 
 def validate_roles(value: object, site: Site, where: str) -> tuple[str, ...]:

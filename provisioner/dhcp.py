@@ -3,7 +3,9 @@
 Full mode answers only registered NICs (`static` range: an unknown machine gets no address, so
 it cannot be installed by accident). Proxy mode leaves addresses to another DHCP server and only
 adds the boot information. The boot file follows the client: BIOS PXE gets lpxelinux.0, UEFI
-x86-64 gets GRUB, and iPXE (by its user class) is sent to /boot.ipxe over HTTP.
+x86-64 gets the signed shim (which fetches grubx64.efi from the same place: Secure Boot holds
+from the firmware to the kernel), UEFI HTTP Boot clients (vendor class HTTPClient) get the shim
+by URL from the boot port with no TFTP, and iPXE (by its user class) is sent to /boot.ipxe.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from provisioner.registry import Node
 # DHCP option 93, client system architecture (RFC 4578 and IANA's registry)
 EFI_X86_64 = (7, 9)
 BIOS_LOADER = "lpxelinux.0"
-EFI_LOADER = "grubx64.efi"
+EFI_LOADER = "shimx64.efi"
+# UEFI HTTP Boot (UEFI 2.5+, 24.7): the firmware's DHCP Discover carries vendor class
+# "HTTPClient:Arch:00016..." and takes an answer only if it says HTTPClient back in option 60
+HTTP_CLIENT = "HTTPClient"
 
 
 def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = None,
@@ -35,6 +40,8 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
     out += [
         "dhcp-match=set:efi-x86_64,option:client-arch,7",
         "dhcp-match=set:efi-x86_64,option:client-arch,9",
+        # x86-64 UEFI HTTP Boot (arch 16): matched by vendor class, as not every firmware sends 93
+        f"dhcp-vendorclass=set:httpboot,{HTTP_CLIENT}",
     ]
     if ipxe:
         out.append("dhcp-userclass=set:ipxe,iPXE")
@@ -44,6 +51,8 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
             f"dhcp-range={net.network_address},proxy,{net.netmask}",
             f'pxe-service={not_ipxe}x86PC,"Network install (BIOS)",{BIOS_LOADER.removesuffix(".0")},{server_ip}',
             f'pxe-service={not_ipxe}X86-64_EFI,"Network install (UEFI)",{EFI_LOADER},{server_ip}',
+            # proxy DHCP cannot answer HTTP Boot (no PXE menu for it): the boot file itself
+            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{EFI_LOADER}",
         ]
     else:
         out += [
@@ -56,9 +65,11 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
         if site.nameservers:
             out.append(f"dhcp-option=option:dns-server,{','.join(site.nameservers)}")
         out += [
-            f"dhcp-boot={not_ipxe}tag:!efi-x86_64,{BIOS_LOADER},,{server_ip}",
-            f"dhcp-boot={not_ipxe}tag:efi-x86_64,{EFI_LOADER},,{server_ip}",
+            f"dhcp-boot={not_ipxe}tag:!efi-x86_64,tag:!httpboot,{BIOS_LOADER},,{server_ip}",
+            f"dhcp-boot={not_ipxe}tag:efi-x86_64,tag:!httpboot,{EFI_LOADER},,{server_ip}",
+            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{EFI_LOADER}",
         ]
+    out.append(f"dhcp-option-force=tag:httpboot,option:vendor-class,{HTTP_CLIENT}")
     if ipxe:
         out.append(f"dhcp-boot=tag:ipxe,{site.boot_url}/boot.ipxe")
     out.append("")

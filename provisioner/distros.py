@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
+from provisioner.bootfiles import DISTRO_LOADER_DIR, DISTRO_LOADERS
 from provisioner.config import distro_name
 
 DISTROS_DIR = "distros"
@@ -124,11 +125,18 @@ def import_tree(state_dir: Path, source: str, progress: Callable[[str, int, int]
     root = distro_dir(state_dir)
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{tree.name}.", dir=root))
+    # the tree's own shim and GRUB, signed by the vendor that signed its kernel (bootfiles.py):
+    # taken when .treeinfo vouches for both, as CentOS's does
+    wanted = [(tree.kernel, "vmlinuz"), (tree.initrd, "initrd.img")]
+    # (configparser lowers the keys of [checksums]; EFI/BOOT/BOOTX64.EFI is upper case)
+    if all(rel.lower() in tree.checksums for rel in DISTRO_LOADERS.values()):
+        (work / DISTRO_LOADER_DIR).mkdir()
+        wanted += [(rel, f"{DISTRO_LOADER_DIR}/{name}") for name, rel in DISTRO_LOADERS.items()]
     try:
-        for rel, dest in ((tree.kernel, "vmlinuz"), (tree.initrd, "initrd.img")):
-            algo, _, want = tree.checksums[rel].partition(":")
+        for rel, dest in wanted:
+            algo, _, want = tree.checksums[rel.lower()].partition(":")
             if algo not in hashlib.algorithms_guaranteed or not want:
-                raise DistroError(f".treeinfo checksum for {rel} is not 'algorithm:hex' ({tree.checksums[rel]!r})")
+                raise DistroError(f".treeinfo checksum for {rel} is not 'algorithm:hex' ({tree.checksums[rel.lower()]!r})")
             digest = hashlib.new(algo)
             with open(work / dest, "wb") as out:
                 try:

@@ -3,12 +3,17 @@ same DHCP -> TFTP -> HTTP -> kickstart path as the hardware.
 
 What it builds, all named `pv-*` so `down` finds exactly what `up` made:
   - an isolated network for the install network, with a DHCP host entry per registered NIC and
-    `<bootp file=... server=...>` pointing at the service (the host's address on that network);
+    `<bootp file=lpxelinux.0 server=...>` pointing at the service (the host's address on that
+    network), and for UEFI clients the signed shim, passed to libvirt's dnsmasq as an option
+    (`<bootp>` takes one file for every client);
   - an isolated stand-in for the public network, for the gateway's public NIC;
   - a directory storage pool, and per node a sparse qcow2 disk of the node's `disk_bytes` (the
     report's 80 GB and 250 GB disks) on SATA, so it is `sda` as in Tables 1 and 2;
   - per node a domain with the registry's MACs, network boot first (the registry, not the boot
-    order, decides install or local boot), and its serial console written to a log file.
+    order, decides install or local boot), and its serial console written to a log file. A node
+    whose firmware is uefi boots OVMF (with Microsoft's keys enrolled and Secure Boot on, with
+    `secure_boot`) on q35 with a virtio NIC: OVMF drives virtio itself, and Secure Boot would
+    refuse QEMU's unsigned iPXE option ROMs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from urllib.parse import urlparse
 from xml.sax.saxutils import escape, quoteattr
 
 from provisioner.config import Site
+from provisioner.dhcp import BIOS_LOADER, EFI_LOADER
 from provisioner.registry import Node
 
 PREFIX = "pv-"
@@ -27,7 +33,11 @@ INSTALL_NET = "pv-install"
 PUBLIC_NET = "pv-public"
 POOL = "pv-lab"
 PUBLIC_CIDR = ipaddress.IPv4Network("198.51.100.0/24")   # documentation range: the lab's "internet"
-BOOT_FILE = "lpxelinux.0"
+BOOT_FILE = BIOS_LOADER
+OVMF_DIR = "/usr/share/OVMF"
+# (code, variable store template): plain UEFI, and Secure Boot with Microsoft's keys enrolled
+OVMF = {False: ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), True: ("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd")}
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 
 
 class LabError(RuntimeError):
@@ -41,6 +51,7 @@ class LabSettings:
     vcpus: int = 1
     emulator: str | None = None          # None: libvirt's default for the domain type
     domain_type: str = "qemu"            # TCG; "kvm" where the host has it
+    secure_boot: bool = False            # UEFI nodes boot with Secure Boot enforced
 
     @property
     def pool_dir(self) -> Path:
@@ -64,7 +75,14 @@ def install_network_xml(site: Site, nodes: list[Node]) -> str:
     hosts = "\n".join(
         f"      <host mac={quoteattr(n.mac)} name={quoteattr(n.hostname)} ip={quoteattr(n.spec.ip)}/>"
         for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)))
-    return f"""<network>
+    # libvirt's <bootp> becomes an untagged dhcp-boot; dnsmasq prefers a tagged one that matches
+    options = [
+        "dhcp-match=set:efi-x86_64,option:client-arch,7",
+        "dhcp-match=set:efi-x86_64,option:client-arch,9",
+        f"dhcp-boot=tag:efi-x86_64,{EFI_LOADER},,{server}",
+    ]
+    raw = "\n".join(f"    <dnsmasq:option value={quoteattr(o)}/>" for o in options)
+    return f"""<network xmlns:dnsmasq='{DNSMASQ_NS}'>
   <name>{INSTALL_NET}</name>
   <bridge name='pvbr-install' stp='off' delay='0'/>
   <ip address={quoteattr(server)} netmask={quoteattr(str(site.network.netmask))}>
@@ -73,6 +91,9 @@ def install_network_xml(site: Site, nodes: list[Node]) -> str:
       <bootp file={quoteattr(BOOT_FILE)} server={quoteattr(server)}/>
     </dhcp>
   </ip>
+  <dnsmasq:options>
+{raw}
+  </dnsmasq:options>
 </network>
 """
 
@@ -116,10 +137,12 @@ def volume_xml(node: Node) -> str:
 
 
 def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
+    uefi = node.spec.firmware == "uefi"
+    model = "<model type='virtio'/>\n      <rom enabled='no'/>" if uefi else "<model type='e1000'/>"
     nics = [f"""    <interface type='network'>
       <source network='{INSTALL_NET}'/>
       <mac address={quoteattr(node.mac)}/>
-      <model type='e1000'/>
+      {model}
       <boot order='1'/>
     </interface>"""]
     for nic in node.spec.nics:
@@ -131,15 +154,25 @@ def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
     </interface>""")
     log = escape(str(settings.console_log(node.hostname)))
     emulator = f"\n    <emulator>{escape(settings.emulator)}</emulator>" if settings.emulator else ""
+    machine, loader, features = "pc", "", ""
+    if uefi:
+        code, template = OVMF[settings.secure_boot]
+        secure = "yes" if settings.secure_boot else "no"
+        nvram = escape(str(settings.pool_dir / f"{PREFIX}{node.hostname}_VARS.fd"))
+        machine = "q35"
+        loader = (f"\n    <loader readonly='yes' secure='{secure}' type='pflash'>{OVMF_DIR}/{code}</loader>"
+                  f"\n    <nvram template='{OVMF_DIR}/{template}'>{nvram}</nvram>")
+        # the Secure Boot firmware keeps its variables out of the OS's reach only with SMM
+        features = "<smm state='on'/>" if settings.secure_boot else ""
     return f"""<domain type={quoteattr(settings.domain_type)}>
   <name>{PREFIX}{escape(node.hostname)}</name>
   <description>provisioner lab: {escape(node.hostname)} ({escape(", ".join(node.spec.roles))})</description>
   <memory unit='MiB'>{settings.memory_mib}</memory>
   <vcpu>{settings.vcpus}</vcpu>
   <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
+    <type arch='x86_64' machine='{machine}'>hvm</type>{loader}
   </os>
-  <features><acpi/><apic/></features>
+  <features><acpi/><apic/>{features}</features>
   <on_reboot>restart</on_reboot>
   <devices>{emulator}
     <disk type='file' device='disk'>
@@ -207,7 +240,12 @@ class Lab:
             if dom.name().startswith(PREFIX):
                 if dom.isActive():
                     dom.destroy()
-                dom.undefine()
+                if "<nvram" in dom.XMLDesc(0):
+                    import libvirt
+                    # a UEFI domain's variable store goes with it (plain undefine refuses one)
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                else:
+                    dom.undefine()
                 progress(f"removed {dom.name()}")
         pool = self._lookup(self.conn.storagePoolLookupByName, POOL)
         if pool is not None:

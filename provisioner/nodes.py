@@ -14,8 +14,9 @@ from typing import Callable
 
 from provisioner.config import ConfigError, NodeSpec, Site, parse_node
 from provisioner.registry import Node, Registry, RegistryError
+from provisioner.storage import FIRMWARES
 
-EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes")
+EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware")
 REQUIRED = ("mac", "hostname", "ip", "roles")
 NIC_KEYS = ("mac", "name", "mode")
 TEXT = ("mac", "hostname", "ip", "interface")
@@ -114,6 +115,8 @@ def spec_dict(spec: NodeSpec) -> dict:
     d["roles"], d["aliases"], d["nics"] = list(spec.roles), list(spec.aliases), list(d["nics"])
     if d["disk_bytes"] is None:
         del d["disk_bytes"]
+    if d["firmware"] is None:
+        del d["firmware"]
     return d
 
 
@@ -151,6 +154,11 @@ def _check_shape(data: object) -> None:
                         raise InvalidNode(f"nics[{i}].{_clip(k)}: unknown key (expected one of "
                                           f"{', '.join(NIC_KEYS)})", key)
                     _text(v, key, f"nics[{i}].{k}")
+        elif key == "firmware" and value is not None:
+            # null clears it: the next boot loader that asks sets it again
+            if value not in FIRMWARES:
+                raise InvalidNode(f"firmware: {_clip(repr(value))} is not one of {', '.join(FIRMWARES)} "
+                                  "(or null: learned from the boot loader that asks)", key)
         elif key == "disk_bytes" and value is not None:
             # bool is an int to Python, and 2**64 passes `isinstance(int)` but not SQLite
             if isinstance(value, bool) or not isinstance(value, int):

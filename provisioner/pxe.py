@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from provisioner import distros
-from provisioner.bootfiles import bootfiles_dir
+from provisioner.bootfiles import loader_path
 from provisioner.lifecycle import Decision, decide
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_url
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-(?P<mac>[0-9A-Fa-f-]{17})")
 _GRUB_MAC = re.compile(r"(?:.*/)?grub\.cfg-01-(?P<mac>[0-9A-Fa-f:-]{17})")
 _GRUB_GENERIC = re.compile(r"(?:.*/)?grub\.cfg")
+# what a per-MAC config's loader says of the machine's firmware; iPXE runs on either
+_LOADER_FIRMWARE = {"pxelinux": "bios", "grub": "uefi"}
 _DISTRO_FILE = re.compile(r"boot/(?P<distro>[a-z0-9_][a-z0-9_.-]*)/(?P<file>vmlinuz|initrd\.img)")
 
 
@@ -64,6 +66,9 @@ class Boot:
     def render(self, kind: str, mac: str, asked: str, channel: str) -> BootAnswer:
         """kind: pxelinux | grub | ipxe."""
         d = self.decision(mac)
+        firmware = _LOADER_FIRMWARE.get(kind)
+        if d.node is not None and firmware and d.node.spec.firmware != firmware:
+            self.ctx.registry.learn_firmware(d.node.mac, firmware, f"{kind} asked {asked[:100]} over {channel}")
         ctx = {"decision": d, "mac": mac, "node": d.node.spec if d.node else None}
         if d.install:
             distro = self.ctx.site.distro
@@ -109,7 +114,7 @@ class Boot:
         if m:
             path = distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))
             return Resolved(path=path) if path else Resolved(why="distro not imported")
-        path = safe_static_path(bootfiles_dir(self.state_dir), rel)
+        path = loader_path(self.state_dir, self.ctx.site.distro, rel)
         if path is None:
             return Resolved(error=ERR_NOT_FOUND, why="not a boot file here")
         return Resolved(path=path)
@@ -120,7 +125,7 @@ class Boot:
         if m:
             return distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))
         if url_path.startswith("/bootfiles/") and "%" not in url_path:
-            return safe_static_path(bootfiles_dir(self.state_dir), url_path[len("/bootfiles/"):])
+            return loader_path(self.state_dir, self.ctx.site.distro, url_path[len("/bootfiles/"):])
         return None
 
     @staticmethod

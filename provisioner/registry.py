@@ -95,6 +95,8 @@ _NODE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("version", "INTEGER NOT NULL DEFAULT 1"),
     # sha256 of the node's first-boot credential, from `installed` until `deployed` or a rebuild
     ("firstboot_hash", "TEXT"),
+    # bios | uefi, or NULL until set or learned from the boot loader that asked (pxe.py)
+    ("firmware", "TEXT"),
 )
 
 # Statements that name the columns above, so they run after `_migrate` has added them.
@@ -187,7 +189,7 @@ class Node:
         return {
             "mac": s.mac, "hostname": s.hostname, "aliases": list(s.aliases), "ip": s.ip,
             "interface": s.interface, "roles": list(s.roles),
-            "nics": [asdict(n) for n in s.nics], "disk_bytes": s.disk_bytes,
+            "nics": [asdict(n) for n in s.nics], "disk_bytes": s.disk_bytes, "firmware": s.firmware,
             "state": self.state, "netboot": self.netboot, "source": self.source,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_event": self.last_event.as_dict() if self.last_event else None,
@@ -224,7 +226,8 @@ class InstallView:
         return _row_to_node(self.row, None)
 
 
-_KICKSTART_COLUMNS = ("mac", "hostname", "ip", "interface", "aliases", "roles", "nics", "disk_bytes", "install_token")
+_KICKSTART_COLUMNS = ("mac", "hostname", "ip", "interface", "aliases", "roles", "nics", "disk_bytes", "firmware",
+                      "install_token")
 
 
 def now() -> str:
@@ -407,6 +410,27 @@ class Registry:
             node = self._get_in(db, mac)
             return self._event_in(db, node.mac, type_, detail)
 
+    def learn_firmware(self, mac: str, firmware: str, how: str) -> Node | None:
+        """Record the firmware a node's boot loader revealed. Set only where none is recorded,
+        so what an operator set stays; a loader that contradicts it is logged as an event (the
+        kickstart's %pre refuses the mismatch). Returns the node when anything was written."""
+        with self._tx() as db:
+            row = _find_row(db, mac)
+            if row is None or row["firmware"] == firmware:
+                return None
+            if row["firmware"] is None:
+                db.execute("UPDATE nodes SET firmware=?, updated_at=? WHERE id=?", (firmware, now(), row["id"]))
+                self._event_in(db, row["mac"], "firmware", {"firmware": firmware, "learned_from": how})
+            else:
+                seen = db.execute("SELECT detail FROM events WHERE mac = ? AND type = 'firmware-mismatch'"
+                                  " ORDER BY id DESC LIMIT 1", (row["mac"],)).fetchone()
+                detail = {"registered": row["firmware"], "seen": firmware, "learned_from": how}
+                if seen is not None and json.loads(seen["detail"]) == detail:
+                    return None     # once per contradiction, not once per boot attempt
+                self._event_in(db, row["mac"], "firmware-mismatch", detail)
+        log.info("firmware of %s: %s (%s)", mac, firmware, how)
+        return self.get(mac)
+
     def names_version(self) -> int:
         """Changes whenever `host_entries` would."""
         return self._conn().execute("SELECT value FROM counters WHERE name = 'names'").fetchone()[0]
@@ -561,6 +585,9 @@ class Registry:
                     report.append(f"added {spec.hostname} ({spec.mac}) from the site file")
                     continue
                 node = self._node(row)
+                if spec.firmware is None and node.spec.firmware is not None:
+                    # learned from its boot loader: a site that does not say keeps it
+                    spec = replace(spec, firmware=node.spec.firmware)
                 self._check_free(db, spec, node_id=node.id, context="site file")
                 changed = _diff(node.spec, spec)
                 if changed or node.source != "site":
@@ -610,11 +637,11 @@ class Registry:
     def _insert(self, db: sqlite3.Connection, spec: NodeSpec, source: str) -> None:
         ts = now()
         cur = db.execute(
-            "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, state,"
+            "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, firmware, state,"
             " netboot, install_token, source, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
             (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes,
+             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, spec.firmware,
              secrets.token_urlsafe(24), source, ts, ts))
         self._index(db, cur.lastrowid, spec)
         self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
@@ -623,9 +650,10 @@ class Registry:
         """Replace a node's description (state, token and history stay)."""
         db.execute(
             "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
-            " disk_bytes=?, source=?, updated_at=? WHERE id=?",
+            " disk_bytes=?, firmware=?, source=?, updated_at=? WHERE id=?",
             (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
-             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, source, now(), node_id))
+             json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, spec.firmware, source, now(),
+             node_id))
         db.execute("DELETE FROM macs WHERE node_id = ?", (node_id,))
         db.execute("DELETE FROM names WHERE node_id = ?", (node_id,))
         self._index(db, node_id, spec)
@@ -708,7 +736,8 @@ def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
     spec = NodeSpec(
         mac=row["mac"], hostname=row["hostname"], ip=row["ip"], roles=tuple(json.loads(row["roles"])),
         interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
-        nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"])
+        nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"],
+        firmware=row["firmware"])
     return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"],
                 row["firstboot_hash"], row["source"], row["created_at"], row["updated_at"], last, row["version"])
 

@@ -4,6 +4,10 @@
 Its /init (provisioner/data/rehearsal/init) does what Anaconda does with the node's kickstart, for the
 parts a rehearsal needs: the disk layout with real tools, the hosts and network files, the
 callbacks, and a boot sector that prints a marker so the second boot can be told from the first.
+A boot sector means nothing to UEFI: on a layout with an EFI System Partition it writes Debian's
+signed shim as the removable-media loader (EFI/BOOT/BOOTX64.EFI), Debian's signed GRUB beside it
+and a grub.cfg that prints the same marker and powers off: one chain for plain UEFI and Secure
+Boot alike.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from provisioner.render import PACKAGE_DIR
 
 INIT = PACKAGE_DIR / "data" / "rehearsal" / "init"
 BINARIES = ("/usr/sbin/sfdisk", "/usr/sbin/wipefs", "/usr/sbin/lvm", "/usr/sbin/mke2fs", "/usr/sbin/mkfs.xfs")
-MODULES = ("e1000", "ahci", "sd_mod", "dm_mod", "xfs", "ext4")
+MODULES = ("e1000", "virtio_net", "virtio_pci", "ahci", "sd_mod", "dm_mod", "xfs", "ext4",
+           "vfat", "nls_cp437", "nls_utf8", "nls_ascii")
+# the ESP's file system; without dosfstools a UEFI layout fails at mkfs with the tool named
+OPTIONAL_BINARIES = ("/usr/sbin/mkfs.fat",)
+# what a UEFI machine boots from its ESP: the signed shim, else GRUB alone (no Secure Boot)
+ESP_LOADERS = (("BOOTX64.EFI", ("/usr/lib/shim/shimx64.efi.signed", "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+                                "/usr/lib/grub/x86_64-efi/monolithic/grubx64.efi")),
+               ("grubx64.efi", ("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+                                "/usr/lib/grub/x86_64-efi/monolithic/grubx64.efi")))
 DISK_MARKER = b"PROVISIONER-DISK-BOOT"
 LVM_CONF = """# no udev in the rehearsal initrd: device-mapper makes its own nodes
 activation { udev_sync = 0 udev_rules = 0 }
@@ -54,6 +66,11 @@ def boot_sector(marker: bytes = DISK_MARKER) -> bytes:
     ])
     assert len(code) == 0x16
     return (code + msg).ljust(440, b"\0")
+
+
+def esp_grub_cfg(marker: bytes = DISK_MARKER) -> str:
+    # read from EFI/debian (the signed GRUB's prefix) or beside the loader ($cmdpath)
+    return f"echo {marker.decode()}\nsleep 1\nhalt\n"
 
 
 def kernel() -> Path:
@@ -89,7 +106,7 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
         for applet in applets:
             if not (root / "bin" / applet).exists():
                 (root / "bin" / applet).symlink_to("busybox")
-        for binary in BINARIES:
+        for binary in BINARIES + tuple(b for b in OPTIONAL_BINARIES if os.path.exists(b)):
             shutil.copy2(binary, root / "sbin" / Path(binary).name)
             for lib in _libraries(binary):
                 target = root / lib.lstrip("/")
@@ -115,6 +132,12 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
         (root / "etc/modules.order").write_text("\n".join(order) + "\n")
         (root / "etc/lvm/lvm.conf").write_text(LVM_CONF)
         (root / "etc/mbr.bin").write_bytes(boot_sector())
+        (root / "etc/efi").mkdir()
+        for name, candidates in ESP_LOADERS:
+            found = next((c for c in candidates if os.path.exists(c)), None)
+            if found:
+                shutil.copy2(found, root / "etc/efi" / name)
+        (root / "etc/efi/grub.cfg").write_text(esp_grub_cfg())
         shutil.copy2(INIT, root / "init")
         (root / "init").chmod(0o755)
         dest.write_bytes(pack_initrd(root))

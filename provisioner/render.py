@@ -92,7 +92,7 @@ class Renderer:
             "fqdn": f"{spec.hostname}.{site.domain}",
             "roles": spec.roles,
             "network": self.network_lines(node),
-            "storage": self._storage(layout.name),
+            "storage": self._storage(layout.name, spec.firmware),
             "packages": self._packages(spec.roles),
             "root_password_hash": self.credentials.root_password_hash,
             "service_url": site.service_url,
@@ -149,14 +149,15 @@ class Renderer:
                           "onboot": nic.mode != "off"})
         return lines
 
-    def _storage_context(self, layout_name: str) -> dict:
-        layout = self.site.layouts[layout_name]
+    def _storage_context(self, layout_name: str, firmware: str | None = None) -> dict:
+        layout = storage.for_firmware(self.site.layouts[layout_name], firmware)
         plan = storage.plan(layout)
         return {
             "layout": layout,
             "plan": plan,
             "disk": layout.disk,
-            "required_bytes": storage.required_disk_mib(layout) * storage.MIB,
+            "firmware": firmware,
+            "required_bytes": storage.required_bytes(layout),
             "sfdisk": storage.sfdisk_script(layout),
             "pesize_kib": storage.EXTENT_MIB * 1024,
         }

@@ -5,18 +5,32 @@ creates the partitions exactly as the table numbers them (msdos label, sda4 exte
 logical), and `part --onpart` / `volgroup` / `logvol` lines build the file systems and LVM on
 top. Letting Anaconda place the partitions itself would not reproduce the table's numbering or
 its extended partition.
+
+A UEFI machine boots from an EFI System Partition on a GPT disk, and a BIOS machine booting a GPT
+disk needs a BIOS boot partition for GRUB's core image: `for_firmware` adds them after the table's
+own partitions, numbered after its last one, so every partition of the table keeps its number, its
+size and the offset it has on msdos. GPT has no extended partition: the logical ones keep their
+numbers and offsets and the extended one's span is left as it was, unpartitioned around them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MIB = 1024 * 1024
 EXTENT_MIB = 4          # LVM's default physical extent
 PV_METADATA_MIB = 1     # LVM's default pe_start: the first MiB of a PV holds its label and metadata
 ALIGN_MIB = 1           # the first partition (and each logical one) starts 1 MiB in
 FSTYPES = {"ext4", "xfs", "swap", "ext3", "ext2", "vfat"}
+FIRMWARES = ("bios", "uefi")
+LABELS = ("dos", "gpt")
+ESP_MIB = 600           # what Anaconda makes for /boot/efi on RHEL 9 and Fedora
+BIOSBOOT_MIB = 1        # GRUB's core image on a BIOS machine with a GPT disk
+GPT_BACKUP_BYTES = 33 * 512     # the backup header and entries in the disk's last sectors
+# sfdisk's GPT type aliases
+_GPT_TYPES = {"esp": "U", "biosboot": "21686148-6449-6E6F-744E-656564454649", "lvm": "E6D6D379-F507-44C2-A23C-238F2A3DF928",
+              "linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
@@ -34,12 +48,19 @@ class Partition:
     pv: str | None = None
     extended: bool = False
     logical: bool = False
+    kind: str | None = None     # "esp" or "biosboot": added for the firmware, not in the table
 
     @property
     def sfdisk_type(self) -> str:
         if self.extended:
             return "5"
         return "8e" if self.pv else "83"
+
+    @property
+    def gpt_type(self) -> str:
+        if self.kind:
+            return _GPT_TYPES[self.kind]
+        return _GPT_TYPES["lvm"] if self.pv else _GPT_TYPES["linux"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,13 @@ class Layout:
     disk: str
     partitions: tuple[Partition, ...]
     volume_groups: tuple[VolumeGroup, ...]
+    label: str = "dos"
+    firmware: str | None = None     # set by for_firmware
+
+    @property
+    def table_partitions(self) -> tuple[Partition, ...]:
+        """The partitions the table prints (not those added for the firmware)."""
+        return tuple(p for p in self.partitions if not p.kind)
 
 
 @dataclass(frozen=True)
@@ -104,7 +132,10 @@ def parse_layout(name: str, data: object, where: str) -> Layout:
     """Build a Layout from its YAML mapping, naming the bad key on error."""
     if not isinstance(data, dict):
         raise LayoutError(f"{where}: must be a mapping")
-    _only_keys(data, {"source", "disk", "partitions", "volume_groups"}, where)
+    _only_keys(data, {"source", "disk", "partitions", "volume_groups", "label"}, where)
+    label = data.get("label", "dos")
+    if label not in LABELS:
+        raise LayoutError(f"{where}.label: {label!r} is not one of {', '.join(LABELS)}")
     disk = data.get("disk", "sda")
     if not isinstance(disk, str) or not re.fullmatch(r"[a-z]+[a-z0-9]*", disk):
         raise LayoutError(f"{where}.disk: {disk!r} is not a disk name like sda")
@@ -187,7 +218,7 @@ def parse_layout(name: str, data: object, where: str) -> Layout:
                                      _bool(lv.get("shrink_to_fit", False), f"{lw}.shrink_to_fit")))
         vgs.append(VolumeGroup(vname, stated, tuple(lvs)))
 
-    layout = Layout(name, str(data.get("source", name)), disk, tuple(partitions), tuple(vgs))
+    layout = Layout(name, str(data.get("source", name)), disk, tuple(partitions), tuple(vgs), label)
     _cross_check(layout, where)
     return layout
 
@@ -223,6 +254,11 @@ def _cross_check(layout: Layout, where: str) -> None:
 def required_disk_mib(layout: Layout) -> int:
     """MiB from the disk's start to the end of the last partition."""
     return ALIGN_MIB + sum(p.size for p in layout.partitions if not p.logical)
+
+
+def required_bytes(layout: Layout) -> int:
+    """Bytes the disk must have: the partitions, and on GPT the backup header after them."""
+    return required_disk_mib(layout) * MIB + (GPT_BACKUP_BYTES if layout.label == "gpt" else 0)
 
 
 def plan(layout: Layout) -> StoragePlan:
@@ -271,31 +307,106 @@ def plan(layout: Layout) -> StoragePlan:
     return StoragePlan(layout, vg_sizes, volumes, warnings)
 
 
-def check_fit(layout: Layout, disk_bytes: int | None) -> None:
-    """Refuse a layout that does not fit a disk of `disk_bytes`, naming the volume and the shortfall."""
+def for_firmware(layout: Layout, firmware: str | None) -> Layout:
+    """The layout as a machine with this firmware boots it: UEFI on GPT with an EFI System
+    Partition; BIOS as the table says, with a BIOS boot partition when its label is GPT.
+    None (not known yet) is taken as BIOS, the table as printed."""
+    if firmware is not None and firmware not in FIRMWARES:
+        raise LayoutError(f"firmware {firmware!r} is not one of {', '.join(FIRMWARES)}")
+    if layout.firmware is not None:
+        layout = replace(layout, partitions=layout.table_partitions, firmware=None)
+    label = "gpt" if firmware == "uefi" else layout.label
+    extra: list[tuple[str, int, str | None, str | None]] = []
+    if firmware == "uefi":
+        extra.append(("esp", ESP_MIB, "/boot/efi", "efi"))
+    elif label == "gpt":
+        extra.append(("biosboot", BIOSBOOT_MIB, None, None))
+    number = max(p.number for p in layout.partitions)
+    parts = list(layout.partitions)
+    for kind, size, mount, fstype in extra:
+        number += 1
+        parts.append(Partition(f"{layout.disk}{number}", size, number, mount, fstype, kind=kind))
+    return replace(layout, partitions=tuple(parts), label=label, firmware=firmware)
+
+
+def check_fit(layout: Layout, disk_bytes: int | None, firmware: str | None = None) -> None:
+    """Refuse a layout that does not fit a disk of `disk_bytes`, naming the volume and the shortfall.
+    With a firmware, the partitions it adds must fit after the table's: said by name."""
     if disk_bytes is None:
         return
+    if firmware is not None or layout.firmware is not None:
+        layout = for_firmware(layout, firmware if firmware is not None else layout.firmware)
     disk_mib = disk_bytes // MIB
     end = ALIGN_MIB
-    for p in layout.partitions:
+    for p in layout.table_partitions:
         if p.logical:
             continue
         end += p.size
         if end > disk_mib:
             what = p.pv or p.mount or "extended"
-            total = required_disk_mib(layout)
+            total = ALIGN_MIB + sum(q.size for q in layout.table_partitions if not q.logical)
             raise LayoutError(
                 f"layout {layout.name} needs {total} MiB but the disk has {disk_mib} MiB "
                 f"({disk_bytes} bytes): {p.name} ({what}) ends at {end} MiB, "
                 f"short by {total - disk_mib} MiB")
+    # GPT keeps a copy of itself in the disk's last sectors: partitions end before it
+    usable = (disk_bytes - GPT_BACKUP_BYTES) // MIB if layout.label == "gpt" else disk_mib
+    for p in layout.partitions:
+        if not p.kind:
+            continue
+        left = max(0, usable - end)
+        if p.size > left:
+            what = {"esp": "UEFI needs {} MiB for the EFI System Partition",
+                    "biosboot": "BIOS on GPT needs {} MiB for the BIOS boot partition"}[p.kind]
+            raise LayoutError(
+                f"layout {layout.name}: {what.format(p.size)}; this disk has {left} MiB left "
+                f"after the table's partitions ({disk_bytes} bytes)")
+        end += p.size
+    if end > usable:
+        raise LayoutError(f"layout {layout.name} needs {end} MiB and the GPT backup header, "
+                          f"but the disk has {usable} MiB before it ({disk_bytes} bytes)")
+
+
+def partition_starts(layout: Layout) -> dict[str, int]:
+    """Each partition's first MiB, as sfdisk places the msdos table (logical partitions 1 MiB
+    after each extended boot record); GPT keeps the same offsets."""
+    starts: dict[str, int] = {}
+    cursor = ALIGN_MIB
+    inner = 0
+    for p in layout.partitions:
+        if p.logical:
+            starts[p.name] = inner + ALIGN_MIB
+            inner += ALIGN_MIB + p.size
+            continue
+        starts[p.name] = cursor
+        if p.extended:
+            inner = cursor
+        cursor += p.size
+    return starts
 
 
 def sfdisk_script(layout: Layout) -> str:
     """The sfdisk input that creates the layout's partitions, numbered as the table numbers them."""
+    if layout.label == "gpt":
+        return _gpt_script(layout)
     lines = ["label: dos"]
     for p in layout.partitions:
         boot = ", bootable" if p.mount == "/boot" else ""
         lines.append(f"size={p.size}MiB, type={p.sfdisk_type}{boot}")
+    return "\n".join(lines) + "\n"
+
+
+def _gpt_script(layout: Layout) -> str:
+    # named lines and explicit starts: GPT numbers must match the table's even where it skips
+    # one (Table 2's extended sda4), and the offsets must be those of the msdos layout
+    starts = partition_starts(layout)
+    lines = ["label: gpt"]
+    for p in layout.partitions:
+        if p.extended:
+            continue
+        attrs = ", attrs=LegacyBIOSBootable" if p.mount == "/boot" and layout.firmware != "uefi" else ""
+        lines.append(f"/dev/{p.name} : start={starts[p.name] * MIB // 512}, size={p.size}MiB, "
+                     f"type={p.gpt_type}{attrs}")
     return "\n".join(lines) + "\n"
 
 

@@ -26,8 +26,8 @@ def test_config_lines(registry, site):
     assert "dhcp-range=192.168.0.0,static,255.255.255.0,12h" in text
     assert "dhcp-host=52:54:00:0c:00:01,192.168.0.1,compute1,infinite" in text
     assert "dhcp-host=52:54:00:0c:01:01,ignore" in text   # compute1's public NIC
-    assert "dhcp-boot=tag:!ipxe,tag:!efi-x86_64,lpxelinux.0,,192.168.0.254" in text
-    assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,grubx64.efi,,192.168.0.254" in text
+    assert "dhcp-boot=tag:!ipxe,tag:!efi-x86_64,tag:!httpboot,lpxelinux.0,,192.168.0.254" in text
+    assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,tag:!httpboot,shimx64.efi,,192.168.0.254" in text
     assert "dhcp-boot=tag:ipxe,http://192.168.0.254:8081/boot.ipxe" in text
     proxy = dnsmasq_config(site, registry.list(), proxy=True)
     assert "dhcp-range=192.168.0.0,proxy,255.255.255.0" in proxy and "static" not in proxy
@@ -83,9 +83,9 @@ def test_a_real_client_gets_its_address_and_boot_file(tmp_path, registry, site):
             # iPXE announces itself in option 77 and is sent to the HTTP script
             ipxe = _lease(known, tmp_path, "-x", "0x4d:69505845")
             assert ipxe["boot_file"] == "http://192.168.0.254:8081/boot.ipxe"
-            # a UEFI x86-64 client (option 93 = 7) gets GRUB
+            # a UEFI x86-64 client (option 93 = 7) gets the signed shim
             efi = _lease(known, tmp_path, "-x", "0x5d:0007")
-            assert efi["boot_file"] == "grubx64.efi"
+            assert efi["boot_file"] == "shimx64.efi"   # which then fetches grubx64.efi
             # an unregistered machine gets nothing: it cannot be installed by accident
             assert _lease(stranger, tmp_path) is None
         finally:
