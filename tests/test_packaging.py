@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import tomllib
 import zipfile
@@ -187,13 +188,31 @@ def test_the_installed_wheel_renders_and_serves_from_outside_the_tree(installed,
         log.close()
 
 
-def test_bootstrap_works_on_stock_debian(source, wheelhouse, tmp_path):
+@pytest.fixture(scope="module")
+def stock(source, wheelhouse):
+    """A snapshot of the work tree bootstrapped as a stock Debian would (PATH without pyenv or any
+    venv), in a directory others may enter (for the unprivileged run), and that run's environment."""
+    top = Path(tempfile.mkdtemp(prefix="provisioner-bootstrap-"))
+    top.chmod(0o755)
+    repo = top / "repo"
+    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    # where pip gets packages is no part of what is tested: the wheelhouse when its wheels are for
+    # Debian's Python, else the machine's own pip configuration (index, certificates)
+    debian = _run([DEBIAN_PYTHON, "-c", "import sys; print(*sys.version_info[:2])"]).stdout.split()
+    same = debian == [str(n) for n in sys.version_info[:2]]
+    env = _clean_env(**({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)} if same else {}))
+    first = subprocess.run(["bash", "scripts/bootstrap"], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=900)
+    yield repo, env, first
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_bootstrap_works_on_stock_debian(stock, tmp_path):
+    repo, env, first = stock
     # the premise: in a stock PATH python3 is Debian's, and Debian's refuses pip installs
     assert shutil.which("python3", path=STOCK_PATH) == DEBIAN_PYTHON
     stdlib = _run([DEBIAN_PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"]).stdout
     assert (Path(stdlib.strip()) / "EXTERNALLY-MANAGED").is_file()
-    repo = tmp_path / "repo"
-    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     # pip as Debian ships it, no configuration; --dry-run so that, were it not refused, nothing
     # would land in the system's site-packages
     refused = subprocess.run([DEBIAN_PYTHON, "-m", "pip", "install", "--dry-run", "--no-deps", "."],
@@ -201,12 +220,7 @@ def test_bootstrap_works_on_stock_debian(source, wheelhouse, tmp_path):
                              env=_clean_env(PIP_CONFIG_FILE=os.devnull))
     assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr, refused.stderr
 
-    # where pip gets packages is no part of what is tested: the wheelhouse when its wheels are for
-    # Debian's Python, else the machine's own pip configuration (index, certificates)
-    debian = _run([DEBIAN_PYTHON, "-c", "import sys; print(*sys.version_info[:2])"]).stdout.split()
-    same = debian == [str(n) for n in sys.version_info[:2]]
-    env = _clean_env(**({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)} if same else {}))
-    _run(["bash", "scripts/bootstrap"], cwd=repo, env=env, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
     venv = repo / ".venv"
     base = _run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.base_prefix)"], env=env).stdout
     assert base.strip() == "/usr"
@@ -227,3 +241,43 @@ def test_bootstrap_works_on_stock_debian(source, wheelhouse, tmp_path):
     _run(["bash", "scripts/bootstrap"], cwd=repo, env=env, timeout=300)
     assert stamp.stat().st_mtime_ns != before
     assert hashlib.sha256((repo / "pyproject.toml").read_bytes()).hexdigest() in stamp.read_text()
+
+
+def test_bootstrap_as_a_user_asks_sudo_for_what_is_missing(stock):
+    """As a user, not root: apt-get through sudo (with the environment it needs passed through
+    sudo's reset), a clear error without sudo, and the user's venv left as it is."""
+    repo, env, first = stock
+    assert first.returncode == 0, first.stdout + first.stderr
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the script as another user")
+    top = repo.parent
+    shims = {name: top / "shims" / name for name in ("dpkg", "sudo")}
+    for d in shims.values():
+        d.mkdir(parents=True)
+    # python3-venv "missing", so that the script has something to install; the rest as it is
+    (shims["dpkg"] / "dpkg-query").write_text(
+        '#!/bin/sh\nfor a; do last=$a; done\n[ "$last" = python3-venv ] && exit 1\nexec /usr/bin/dpkg-query "$@"\n')
+    # a sudo that only notes what it was asked: no test installs Debian packages
+    home = top / "home"
+    (shims["sudo"] / "sudo").write_text(f'#!/bin/sh\necho "$*" >>{home}/sudo.log\n')
+    for d in shims.values():
+        next(d.iterdir()).chmod(0o755)
+    nobody = 65534
+    home.mkdir()
+    subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(repo), str(home)], check=True)
+    as_user = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "bash", "scripts/bootstrap"]
+    user_env = {**env, "HOME": str(home)}
+
+    if not shutil.which("sudo", path=STOCK_PATH):
+        no_sudo = subprocess.run(as_user, cwd=repo, capture_output=True, text=True, timeout=120,
+                                 env={**user_env, "PATH": f"{shims['dpkg']}:{STOCK_PATH}"})
+        assert no_sudo.returncode == 1
+        assert "bootstrap: missing python3-venv; run me as root or install sudo" in no_sudo.stderr
+
+    stamp = repo / ".venv" / ".bootstrap-stamp"
+    before = stamp.stat().st_mtime_ns
+    _run(as_user, cwd=repo, timeout=120, env={**user_env, "PATH": f"{shims['sudo']}:{shims['dpkg']}:{STOCK_PATH}"})
+    asked = (home / "sudo.log").read_text().splitlines()
+    assert asked == ["apt-get update -qq",
+                     "env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv"]
+    assert stamp.stat().st_mtime_ns == before
