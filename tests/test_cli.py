@@ -145,7 +145,7 @@ def test_validate_names_the_nodes_that_fail_and_why(run, custom_site, tmp_path):
     templates.mkdir()
     # an operator's override of one partial that uses a deprecated option
     (templates / "_install.ks.j2").write_text(
-        (resources.files("provisioner").parent / "kickstarts" / "_install.ks.j2").read_text()
+        (resources.files("provisioner") / "templates" / "kickstarts" / "_install.ks.j2").read_text()
         + "{% if 'controller' in roles %}timezone Etc/UTC --ntpservers=ntp.example.org\n{% endif %}")
     site = custom_site(lambda d: d.update(templates=str(templates)))
     proc = run("--site", site, "validate", ok=False)
