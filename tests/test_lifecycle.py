@@ -77,8 +77,9 @@ def test_one_node_through_its_whole_lifecycle(client, admin, registry):
     assert client.get(f"/api/v1/nodes/{MAC}/config", headers=bearer(firstboot)).status_code == 403  # and so is that
 
     types = [e["type"] for e in client.get(f"/api/v1/nodes/{MAC}/events").get_json()["events"]]
-    # %pre's `installing` said what the kickstart fetch had said already: nothing written
-    assert types == ["registered", "kickstart", "installed", "rebuild", "kickstart"]
+    # %pre's `installing` said what the kickstart fetch had said already: nothing written;
+    # the pxelinux config asked for after `installed` told the service the machine is BIOS
+    assert types == ["registered", "kickstart", "installed", "firmware", "rebuild", "kickstart"]
 
 
 def test_a_failed_install_keeps_the_log_tail_and_stays_armed(client, registry):
