@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import shlex
 import tarfile
 from importlib import resources
@@ -24,6 +25,7 @@ from provisioner.credentials import PASSWORD_KEYS, Credentials
 from provisioner.registry import Node, Registry
 
 HOOKS_DIR = Path(str(resources.files("provisioner"))) / "hooks"     # shipped in the package
+PROFILES_DIR = HOOKS_DIR / "profiles"    # one KEY='value' file per OS the steps run on
 STEP_STATUSES = ("started", "ok", "failed")
 # what a step may name under `secrets:`; the root password reaches machines only as a hash in
 # the kickstart, and MariaDB's root is reached over its socket
@@ -133,10 +135,22 @@ def barrier_status(plan: Plan, registry: Registry, name: str) -> dict:
             "waiting_for": waiting, "why": b.why}
 
 
-def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Node], plan: Plan) -> str:
+def os_profile(site: Site, profile: str | None = None) -> str:
+    """The OS profile the steps use (hooks/profiles/<name>.env): `profile` if given (the
+    rehearsal's Debian 13 containers ask for debian-13), else the site's OS, named as the
+    profiles are: CentOS Stream 9 -> centos-stream-9, Debian 13 -> debian-13."""
+    name = profile or re.sub(r"[^a-z0-9]+", "-", f"{site.os_name} {site.os_version}".lower()).strip("-")
+    known = sorted(p.stem for p in PROFILES_DIR.glob("*.env"))
+    if name not in known:
+        raise PlanError(f"no OS profile {name!r} for the role steps (known: {', '.join(known)})")
+    return name
+
+
+def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Node], plan: Plan,
+               profile: str | None = None) -> str:
     """The node's configuration for its steps (the report's configrc, rendered per node), with
     the secrets its own steps name in the plan and no others: a compute host never holds a
-    database password."""
+    database password. PROFILE names the OS profile (os_profile) the steps read."""
     controllers = [n for n in nodes if "controller" in n.spec.roles]
     computes = sorted((n for n in nodes if "compute" in n.spec.roles), key=lambda n: n.hostname)
     gateways = [n for n in nodes if "gateway" in n.spec.roles]
@@ -144,6 +158,7 @@ def config_env(site: Site, credentials: Credentials, node: Node, nodes: list[Nod
     public = next((nic.name for nic in node.spec.nics if nic.mode == "dhcp"), "")
     c = credentials.values
     values = {
+        "PROFILE": os_profile(site, profile),
         "NODE_HOSTNAME": node.hostname,
         "NODE_IP": node.spec.ip,
         "NODE_ROLES": " ".join(node.spec.roles),

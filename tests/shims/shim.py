@@ -39,9 +39,53 @@ def rpm(a):
 
 
 def dnf(a):
+    a = [x for x in a if x != "-q"]
+    if a[0] == "repolist":
+        repos = sorted(p.name for p in key("repo", "x").parent.glob("*")) if key("repo", "x").parent.exists() else []
+        return "QUERY", "repo id repo name\n" + "".join(f"{r} {r}\n" for r in ["appstream", "baseos"] + repos), 0
+    if a[0] == "config-manager":
+        mark("repo", a[-1])
+        return "CHANGE", "", 0
     for p in [x for x in a if not x.startswith("-") and x != "install"]:
         mark("pkg", p)
     return "CHANGE", "", 0
+
+
+def dpkg_query(a):
+    return "QUERY", "install ok installed" if has("pkg", a[-1]) else "", 0 if has("pkg", a[-1]) else 1
+
+
+def apt_get(a):
+    for p in [x for x in a if not x.startswith("-") and x != "install"]:
+        mark("pkg", p)
+    return "CHANGE", "", 0
+
+
+def semanage(a):
+    if a[:2] == ["port", "-l"]:
+        # the targeted policy's own: 5000 is another type's until openstack-selinux or a step says so
+        http = ["80", "81", "443", "488", "8008", "8009", "8443", "9000"]
+        http += [p.name for p in key("http_port", "x").parent.glob("*")] if key("http_port", "x").parent.exists() else []
+        other = "" if has("http_port", "5000") else "commplex_main_port_t tcp 5000\n"
+        return "QUERY", f"http_port_t tcp {', '.join(http)}\n" + other, 0
+    if a[0] == "port" and "-t" in a:
+        mark("http_port", a[-1])
+    return "CHANGE", "", 0
+
+
+def pvs(a):
+    if any(x.startswith("vg_name=") for x in a):
+        return "QUERY", "  /dev/sda3\n", 0
+    return "QUERY", "  /dev/sda2\n  /dev/sda3\n  /dev/sda5\n", 0
+
+
+def lvmdevices(a):
+    if "--adddev" in a:
+        mark("lvmdev", a[-1])
+        return "CHANGE", "", 0
+    devs = ["/dev/sda2", "/dev/sda5"] + ([p.name.replace("%", "/") for p in key("lvmdev", "x").parent.glob("*")]
+                                         if key("lvmdev", "x").parent.exists() else [])
+    return "QUERY", "".join(f"Device IDTYPE=sys_wwid IDNAME=x DEVNAME={d} PVID=y\n" for d in devs), 0
 
 
 def systemctl(a):
@@ -61,6 +105,14 @@ def systemctl(a):
 
 def firewall_cmd(a):
     zone = next((x.split("=", 1)[1] for x in a if x.startswith("--zone=")), "")
+    if "--get-default-zone" in a:
+        return "QUERY", "public\n", 0
+    for x in a:
+        if x.startswith("--get-zone-of-interface="):
+            iface = x.split("=", 1)[1]
+            zones = [z.name for z in key("fw", "x").parent.glob("*") if (z / "interface" / iface).exists()] \
+                if key("fw", "x").parent.exists() else []
+            return ("QUERY", f"{zones[0]}\n", 0) if zones else ("QUERY", "no zone\n", 2)
     for x in a:
         m = re.match(r"--(query|add|change|info|new)-(\w+)(?:=(.*))?$", x)
         if not m:
@@ -300,6 +352,9 @@ def ovs_vsctl(a):
     if a[0] == "add-port":
         mark("port", a[1], a[2])
         return "CHANGE", "", 0
+    if a[0] == "del-port":
+        key("port", a[1], a[2]).unlink()
+        return "CHANGE", "", 0
     return "QUERY", "", 0
 
 
@@ -319,7 +374,9 @@ HANDLERS = {"rpm": rpm, "dnf": dnf, "systemctl": systemctl, "firewall-cmd": fire
             "mount": mount, "lsmod": lsmod, "modprobe": modprobe, "sasldblistusers2": sasldblistusers2,
             "saslpasswd2": saslpasswd2, "rabbitmqctl": rabbitmqctl, "mysql": mysql, "su": su,
             "keystone-manage": keystone_manage, "stat": stat, "chown": chown, "curl": curl,
-            "openstack": openstack, "ovs-vsctl": ovs_vsctl, "ssh-keygen": ssh_keygen, "sysctl": sysctl}
+            "openstack": openstack, "ovs-vsctl": ovs_vsctl, "ssh-keygen": ssh_keygen, "sysctl": sysctl,
+            "dpkg-query": dpkg_query, "apt-get": apt_get, "semanage": semanage, "pvs": pvs,
+            "lvmdevices": lvmdevices}
 
 
 def main():

@@ -4,4 +4,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install glusterfs-server glusterfs-fuse
+pkg_install "$PKGS_GLUSTER"

@@ -4,4 +4,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on glusterd
+service_on "$UNIT_GLUSTERD"

@@ -3,4 +3,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install qemu-kvm qemu-img
+pkg_install "$PKGS_KVM"

@@ -3,4 +3,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install chrony
+pkg_install "$PKGS_CHRONY"

@@ -14,6 +14,6 @@
     else
         printf 'server %s iburst prefer\n' "$CONTROLLER_HOST"
     fi
-    printf 'driftfile /var/lib/chrony/drift\nmakestep 1.0 3\nrtcsync\nlogdir /var/log/chrony\n'
-} | write_file /etc/chrony.conf 0644
-restart_if_changed chronyd
+    printf 'driftfile %s\nmakestep 1.0 3\nrtcsync\nlogdir /var/log/chrony\n' "$CHRONY_DRIFTFILE"
+} | write_file "$CHRONY_CONF" 0644
+restart_if_changed "$UNIT_CHRONY"

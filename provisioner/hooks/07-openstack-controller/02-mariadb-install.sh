@@ -4,8 +4,8 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install mariadb mariadb-server python3-PyMySQL
-write_file /etc/my.cnf.d/openstack.cnf 0644 <<CONF
+pkg_install "$PKGS_MARIADB"
+write_file "$MARIADB_OPENSTACK_CNF" 0644 <<CONF
 [mysqld]
 bind-address = $NODE_IP
 default-storage-engine = innodb
@@ -14,4 +14,4 @@ max_connections = 4096
 collation-server = utf8_general_ci
 character-set-server = utf8
 CONF
-restart_if_changed mariadb
+restart_if_changed "$UNIT_MARIADB"

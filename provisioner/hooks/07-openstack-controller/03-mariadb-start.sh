@@ -4,7 +4,7 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on mariadb
+service_on "$UNIT_MARIADB"
 if [ -n "$(mysql -N -e "SELECT User FROM mysql.user WHERE User = ''")" ]; then
     mysql -e "DELETE FROM mysql.user WHERE User = ''; FLUSH PRIVILEGES"
 fi

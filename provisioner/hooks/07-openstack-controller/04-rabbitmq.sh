@@ -3,8 +3,8 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install rabbitmq-server
-service_on rabbitmq-server
+pkg_install "$PKGS_RABBITMQ"
+service_on "$UNIT_RABBITMQ"
 if ! rabbitmqctl -q list_users | awk '{ print $1 }' | grep -qx openstack; then
     rabbitmqctl add_user openstack "$RABBITMQ_PASSWORD"
 fi

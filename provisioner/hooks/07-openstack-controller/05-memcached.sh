@@ -3,8 +3,9 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install memcached python3-memcached
-line_in_file /etc/sysconfig/memcached '^OPTIONS=' "OPTIONS=\"-l 127.0.0.1,::1,$NODE_IP\""
-restart_if_changed memcached
-service_on memcached
+pkg_install "$PKGS_MEMCACHED"
+# shellcheck disable=SC2059  # the format is the profile's: how this OS's memcached is told where to listen
+line_in_file "$MEMCACHED_CONF" "$MEMCACHED_LISTEN_REGEX" "$(printf -- "$MEMCACHED_LISTEN_FORMAT" "127.0.0.1,::1,$NODE_IP")"
+restart_if_changed "$UNIT_MEMCACHED"
+service_on "$UNIT_MEMCACHED"
 firewall_allow 11211/tcp

@@ -3,4 +3,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-keystone httpd python3-mod_wsgi python3-openstackclient
+pkg_install "$PKGS_KEYSTONE"

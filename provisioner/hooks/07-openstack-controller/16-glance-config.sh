@@ -11,4 +11,4 @@ ini_set "$conf" paste_deploy flavor keystone
 ini_set "$conf" DEFAULT enabled_backends "fs:file"
 ini_set "$conf" glance_store default_backend fs
 ini_set "$conf" fs filesystem_store_datadir "$GLANCE_DIR/"
-restart_if_changed openstack-glance-api
+restart_if_changed "$UNIT_GLANCE_API"

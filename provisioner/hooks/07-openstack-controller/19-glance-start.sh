@@ -3,5 +3,5 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on openstack-glance-api
+service_on "$UNIT_GLANCE_API"
 firewall_allow 9292/tcp

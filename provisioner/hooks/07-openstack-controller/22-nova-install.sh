@@ -3,4 +3,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-nova-api openstack-nova-conductor openstack-nova-novncproxy openstack-nova-scheduler
+pkg_install "$PKGS_NOVA_CONTROLLER"

@@ -23,4 +23,5 @@ nova_service_sections "$conf"
 ini_set "$conf" neutron service_metadata_proxy true
 ini_set "$conf" neutron metadata_proxy_shared_secret "$METADATA_SECRET"
 ini_set "$conf" cinder os_region_name RegionOne
-restart_if_changed openstack-nova-api openstack-nova-scheduler openstack-nova-conductor openstack-nova-novncproxy
+nova_service_user "$conf"
+restart_if_changed "$UNITS_NOVA_CONTROLLER"

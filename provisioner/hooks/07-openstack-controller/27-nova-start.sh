@@ -3,5 +3,5 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on openstack-nova-api openstack-nova-scheduler openstack-nova-conductor openstack-nova-novncproxy
+service_on "$UNITS_NOVA_CONTROLLER"
 firewall_allow 8774/tcp 8775/tcp 6080/tcp

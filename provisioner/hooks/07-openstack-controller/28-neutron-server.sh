@@ -4,7 +4,7 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-neutron openstack-neutron-ml2
+pkg_install "$PKGS_NEUTRON_SERVER"
 mysql_database neutron neutron "$NEUTRON_DB_PASSWORD"
 conf=/etc/neutron/neutron.conf
 ini_set "$conf" database connection "mysql+pymysql://neutron:$NEUTRON_DB_PASSWORD@$CONTROLLER_HOST/neutron"
@@ -37,6 +37,6 @@ fi
 if [ "$(mysql -N -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'neutron'")" = 0 ]; then
     su -s /bin/sh -c "neutron-db-manage --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head" neutron
 fi
-restart_if_changed neutron-server
-service_on neutron-server
+restart_if_changed "$UNIT_NEUTRON_SERVER"
+service_on "$UNIT_NEUTRON_SERVER"
 firewall_allow 9696/tcp

@@ -3,5 +3,5 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-cinder targetcli
+pkg_install "$PKGS_CINDER"
 mysql_database cinder cinder "$CINDER_DB_PASSWORD"

@@ -6,5 +6,5 @@
 if [ "$(mysql -N -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'cinder'")" = 0 ]; then
     su -s /bin/sh -c "cinder-manage db sync" cinder
 fi
-service_on openstack-cinder-api openstack-cinder-scheduler openstack-cinder-volume target
+service_on "$UNITS_CINDER" "$UNIT_ISCSI_TARGET"
 firewall_allow 8776/tcp 3260/tcp

@@ -4,4 +4,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-nova-compute
+pkg_install "$PKGS_NOVA_COMPUTE"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Report (48) 04-nova-config.sh copied the controller's nova.conf. Here the compute side only:
-# KVM when the CPU has vmx or svm (else plain QEMU), live migration over libvirt's SASL TCP
-# on the local network.
+# KVM when the CPU has vmx or svm (else plain QEMU), live migration over libvirt's TLS socket
+# on the local network (05-kvm-compute/04-libvirt-config says why TLS), and the 2025.1 guide's
+# [service_user].
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
@@ -21,7 +22,8 @@ ini_set "$conf" vnc novncproxy_base_url "http://$CONTROLLER_HOST:6080/vnc_auto.h
 ini_set "$conf" glance api_servers "http://$CONTROLLER_HOST:9292"
 ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
 nova_service_sections "$conf"
+nova_service_user "$conf"
 ini_set "$conf" libvirt virt_type "$virt_type"
-ini_set "$conf" libvirt live_migration_scheme tcp
+ini_set "$conf" libvirt live_migration_scheme tls
 ini_set "$conf" libvirt live_migration_inbound_addr "$NODE_IP"
-restart_if_changed openstack-nova-compute
+restart_if_changed "$UNIT_NOVA_COMPUTE"

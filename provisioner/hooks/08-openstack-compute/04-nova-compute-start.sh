@@ -3,5 +3,5 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on openstack-nova-compute
+service_on "$UNIT_NOVA_COMPUTE"
 firewall_allow 5900-5999/tcp

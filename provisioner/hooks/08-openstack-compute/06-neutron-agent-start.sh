@@ -1,7 +1,13 @@
 #!/bin/bash
-# nova-network's start in report (49), as Open vSwitch and its agent.
+# nova-network's start in report (49), as Open vSwitch and its agent. The agent stops at start
+# if a bridge named in bridge_mappings is missing, so br-provider is made first (empty here;
+# the gateway gives its own an address, 09-openstack-gateway/03).
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on openvswitch neutron-openvswitch-agent
+service_on "$UNIT_OVS"
+if ! ovs-vsctl br-exists br-provider; then
+    ovs-vsctl add-br br-provider
+fi
+service_on "$UNIT_OVS_AGENT"
 firewall_allow 4789/udp

@@ -4,4 +4,4 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-pkg_install openstack-neutron openstack-neutron-ml2 openstack-neutron-openvswitch
+pkg_install "$PKGS_NETWORK_NODE"

@@ -3,5 +3,5 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-service_on httpd
+service_on "$UNIT_HTTPD"
 firewall_allow http

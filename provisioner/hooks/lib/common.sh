@@ -2,7 +2,7 @@
 # Shared helpers for the role steps. Every helper is idempotent: it looks before it changes,
 # so running a step twice changes nothing the second time (no appends, no restarts, no
 # re-creates). File paths go through $ROOT so tests can run a step on a scratch root.
-# shellcheck disable=SC2034  # CHANGED is read by the steps that source this file
+# shellcheck disable=SC2034  # CHANGED and the profile's names are read by the steps that source this file
 
 set -euo pipefail
 
@@ -16,6 +16,23 @@ if [ -z "${NODE_HOSTNAME:-}" ] && [ -r "$ROOT/etc/provisioner/config.env" ]; the
 fi
 
 say() { printf '%s\n' "$*"; }
+
+# The OS profile the service names for this node (PROFILE in config.env): package, unit and path
+# names, and the steps that do not apply on that OS. The steps speak in the profile's vocabulary.
+: "${PROFILE:?the configuration in config.env names no OS profile}"
+_hooks=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ ! -r "$_hooks/profiles/$PROFILE.env" ]; then
+    say "no OS profile $PROFILE under $_hooks/profiles" >&2
+    exit 1
+fi
+# shellcheck source=../profiles/centos-stream-9.env
+. "$_hooks/profiles/$PROFILE.env"
+STEP_ID="$(basename "$(dirname "$0")")/$(basename "$0" .sh)"
+case " $SKIP_STEPS " in
+    *" $STEP_ID "*)
+        say "$STEP_ID does not apply on $PROFILE"
+        exit 0 ;;
+esac
 
 # write_file PATH MODE: content on stdin; rewritten only if it differs.
 write_file() {
@@ -45,30 +62,27 @@ _replace_if_changed() {
     fi
 }
 
-# ini_set PATH SECTION KEY VALUE: set one key in an INI file, adding the section if needed.
+# ini_set PATH SECTION KEY VALUE: set one key in an INI file (crudini, packaged on both OSes),
+# written only when it differs so a second run leaves the file and its mtime alone.
 ini_set() {
-    local path="$ROOT$1" section=$2 key=$3 value=$4 tmp
+    local path="$ROOT$1" section=$2 key=$3 value=$4 current
+    if [ -z "$section" ]; then
+        say "ini_set $1 $key: no section; use kv_set for files without sections" >&2
+        return 1
+    fi
     mkdir -p "$(dirname "$path")"
     [ -f "$path" ] || : > "$path"
-    tmp=$(mktemp)
-    awk -v section="$section" -v key="$key" -v value="$value" '
-        function flush() { if (in_section && !done) { print key " = " value; done = 1 } }
-        /^\[.*\][ \t]*$/ {
-            flush()
-            in_section = ($0 == "[" section "]")
-            if (in_section) seen = 1
-            print; next
-        }
-        in_section && !done && $0 ~ "^[ \t]*#?[ \t]*" key "[ \t]*=" {
-            if ($0 ~ "^[ \t]*#") { print; next }
-            print key " = " value; done = 1; next
-        }
-        { print }
-        END {
-            flush()
-            if (!seen) { print ""; print "[" section "]"; print key " = " value }
-        }' "$path" > "$tmp"
-    _replace_if_changed "$tmp" "$path" "set [$section] $key in $1"
+    if ! current=$(crudini --get "$path" "$section" "$key" 2>/dev/null) || [ "$current" != "$value" ]; then
+        crudini --set "$path" "$section" "$key" "$value"
+        CHANGED=1
+        say "set [$section] $key in $1"
+    fi
+}
+
+# kv_set PATH KEY VALUE: a `key = value` line in a file without sections (libvirt's *.conf):
+# INI sections there are a syntax error.
+kv_set() {
+    line_in_file "$1" "^[[:space:]]*$2[[:space:]]*=" "$2 = $3"
 }
 
 # line_in_file PATH REGEX LINE: replace the line matching REGEX, or add LINE at the end.
@@ -84,21 +98,30 @@ line_in_file() {
     _replace_if_changed "$tmp" "$path" "set a line in $1"
 }
 
-# pkg_install PACKAGE...: install what is not installed yet.
+# pkg_install PACKAGE...: install what is not installed yet, with the profile's package manager.
+# An argument may be a profile's list ("$PKGS_GLUSTER"): its words are the packages.
 pkg_install() {
-    local missing=() p
-    for p in "$@"; do
-        rpm -q "$p" >/dev/null 2>&1 || missing+=("$p")
+    local missing=() p pkgs
+    read -ra pkgs <<< "$*"
+    for p in "${pkgs[@]}"; do
+        case $PKG_FORMAT in
+            rpm) rpm -q "$p" >/dev/null 2>&1 || missing+=("$p") ;;
+            deb) dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p") ;;
+        esac
     done
     if [ "${#missing[@]}" -gt 0 ]; then
-        dnf install -y "${missing[@]}"
+        case $PKG_FORMAT in
+            rpm) dnf install -y "${missing[@]}" ;;
+            deb) DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ;;
+        esac
     fi
 }
 
-# service_on UNIT...: enable and start, each only if not already so.
+# service_on UNIT...: enable and start, each only if not already so (words of a profile list too).
 service_on() {
-    local unit
-    for unit in "$@"; do
+    local unit units
+    read -ra units <<< "$*"
+    for unit in "${units[@]}"; do
         systemctl is-enabled -q "$unit" 2>/dev/null || systemctl enable "$unit"
         systemctl is-active -q "$unit" 2>/dev/null || systemctl start "$unit"
     done
@@ -106,9 +129,10 @@ service_on() {
 
 # restart_if_changed UNIT...: a configuration step restarts its service only if it changed it.
 restart_if_changed() {
-    local unit
+    local unit units
+    read -ra units <<< "$*"
     if [ "$CHANGED" = 1 ]; then
-        for unit in "$@"; do
+        for unit in "${units[@]}"; do
             if systemctl is-active -q "$unit" 2>/dev/null; then
                 systemctl restart "$unit"
             fi
@@ -116,19 +140,50 @@ restart_if_changed() {
     fi
 }
 
-# firewall_allow SERVICE-OR-PORT...: open what a service needs, permanently and now.
+# install_zone: the firewalld zone of the install NIC. The gateway moves it into `internal`;
+# every port the cluster needs is opened there, not in the default zone it no longer uses.
+install_zone() {
+    local zone
+    zone=$(firewall-cmd --permanent --get-zone-of-interface="$NODE_INTERFACE" 2>/dev/null) \
+        || zone=$(firewall-cmd --get-default-zone)
+    printf '%s\n' "$zone"
+}
+
+# firewall_allow SERVICE-OR-PORT...: open what a service needs on the install network,
+# permanently and now. Services must be firewalld's own (a package's service file may not be
+# installed yet: INVALID_SERVICE); the steps open explicit ports otherwise.
 firewall_allow() {
-    local item changed=0
+    local item changed=0 zone
+    zone=$(install_zone)
     for item in "$@"; do
         if [[ $item == */* ]]; then
-            firewall-cmd -q --permanent --query-port="$item" || { firewall-cmd -q --permanent --add-port="$item"; changed=1; }
+            firewall-cmd -q --permanent --zone="$zone" --query-port="$item" \
+                || { firewall-cmd -q --permanent --zone="$zone" --add-port="$item"; changed=1; }
         else
-            firewall-cmd -q --permanent --query-service="$item" || { firewall-cmd -q --permanent --add-service="$item"; changed=1; }
+            firewall-cmd -q --permanent --zone="$zone" --query-service="$item" \
+                || { firewall-cmd -q --permanent --zone="$zone" --add-service="$item"; changed=1; }
         fi
     done
     if [ "$changed" = 1 ]; then
         firewall-cmd -q --reload
     fi
+}
+
+# selinux_http_port PORT...: let httpd bind an OpenStack API port under enforcing SELinux
+# (openstack-selinux labels most; checked, not assumed). Nothing where the profile has no SELinux.
+selinux_http_port() {
+    local port ports
+    [ "$SELINUX" = 1 ] || return 0
+    ports=$(semanage port -l | awk '$1 == "http_port_t" && $2 == "tcp"')
+    for port in "$@"; do
+        if ! printf '%s\n' "$ports" | grep -Eq "[ ,]$port(,|$)"; then
+            if semanage port -l | awk '$2 == "tcp"' | grep -Eq "[ ,]$port(,|$)"; then
+                semanage port -m -t http_port_t -p tcp "$port"
+            else
+                semanage port -a -t http_port_t -p tcp "$port"
+            fi
+        fi
+    done
 }
 
 # mysql_database NAME USER PASSWORD: database and its user, created only if absent.
@@ -172,6 +227,21 @@ nova_service_sections() {
     ini_set "$file" neutron auth_url "http://$CONTROLLER_HOST:5000"
     ini_set "$file" neutron username neutron
     ini_set "$file" neutron password "$NEUTRON_PASSWORD"
+}
+
+# nova_service_user FILE: the 2025.1 Nova guides' [service_user] (controller and compute): Nova
+# sends its own token with the user's, so a user's expired token cannot fail a long operation
+# and other services can tell Nova's calls from a user's (OSSA-2023-003).
+nova_service_user() {
+    local file=$1
+    ini_set "$file" service_user send_service_user_token true
+    ini_set "$file" service_user auth_url "http://$CONTROLLER_HOST:5000/v3"
+    ini_set "$file" service_user auth_type password
+    ini_set "$file" service_user project_domain_name Default
+    ini_set "$file" service_user user_domain_name Default
+    ini_set "$file" service_user project_name service
+    ini_set "$file" service_user username nova
+    ini_set "$file" service_user password "$NOVA_PASSWORD"
 }
 
 # keystone_authtoken FILE USER PASSWORD: the [keystone_authtoken] section every service needs.
