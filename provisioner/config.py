@@ -21,6 +21,13 @@ DEFAULT_SITE = "embedded:site.yaml"
 _HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _DOMAIN_LABEL = _HOSTNAME
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
+# dracut renames a NIC with ifname=<name>:<mac> and warns against the kernel's own ethN names:
+# on a host with two NICs the rename races the kernel's naming of the other one.
+_KERNEL_IFNAME = re.compile(r"eth(?P<n>[0-9]+)")
+MACHINE_IFNAME_PREFIX = "nic"
+_SSH_KEY = re.compile(r"(?P<type>ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
+                      r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) "
+                      r"(?P<blob>[A-Za-z0-9+/]+={0,2})(?: (?P<comment>[\x20-\x7e]*))?")
 _ROLE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _PACKAGE = re.compile(r"[@^A-Za-z0-9][A-Za-z0-9_.+:^@/-]*")
 _TIMEZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
@@ -105,6 +112,7 @@ class Site:
     open_reads: bool = False                    # listings, events, plans without a token
     kickstart_node_address_only: bool = True    # /ks/<mac> only to that node's own address
     tls_ca: Path | None = None                  # the CA of an operator's API certificate
+    ssh_authorized_keys: tuple[str, ...] = ()   # root's SSH keys on every node (sshkey)
     mirror: Mirror = Mirror()
     os_mirror: str = ""                         # os.mirror: the upstream the mirror copies
 
@@ -166,7 +174,8 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
-               "roles", "packages", "layouts", "nodes", "templates", "boot", "security", "mirror"}
+               "roles", "packages", "layouts", "nodes", "templates", "boot", "security",
+               "ssh_authorized_keys", "mirror"}
     _only_keys(data, allowed, "")
     name = _str(data.get("name", "site"), "name")
     domain = _str(data.get("domain"), "domain").lower()
@@ -301,6 +310,9 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
             if req not in roles:
                 raise ConfigError(f"roles.{role.name}.requires[{i}]: no role named {req!r}")
 
+    ssh_keys = tuple(_ssh_key(k, f"ssh_authorized_keys[{i}]")
+                     for i, k in enumerate(_list(data.get("ssh_authorized_keys", []), "ssh_authorized_keys")))
+
     templates = data.get("templates")
     if templates is not None:
         templates = Path(_str(templates, "templates"))
@@ -316,7 +328,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         layouts=layouts, nodes=(), source=source, templates=templates, warnings=tuple(warnings),
         kernel_args=tuple(kernel_args), provider_network=provider, selfservice_cidr=str(self_net),
         test_image=test_image, open_reads=open_reads, kickstart_node_address_only=ks_address_only,
-        tls_ca=tls_ca, mirror=mirror, os_mirror=fill["mirror"],
+        tls_ca=tls_ca, ssh_authorized_keys=ssh_keys, mirror=mirror, os_mirror=fill["mirror"],
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):
@@ -539,8 +551,40 @@ def _ip_in(value: object, network: ipaddress.IPv4Network, where: str) -> str:
 
 def _ifname(value: object, where: str) -> str:
     if not isinstance(value, str) or not _IFNAME.fullmatch(value):
-        raise ConfigError(f"{where}: {value!r} is not an interface name like eth0")
-    return value
+        raise ConfigError(f"{where}: {value!r} is not an interface name like nic0")
+    return machine_ifname(value)
+
+
+def machine_ifname(name: str) -> str:
+    """The name a NIC gets on the machine: the report's ethN becomes nicN (README, "Kickstarts").
+
+    Everything the node is told (ifname= on the kernel command line, the kickstart, the role
+    steps' NODE_INTERFACE and PUBLIC_INTERFACE) reads the name from here, so they agree."""
+    m = _KERNEL_IFNAME.fullmatch(name)
+    return f"{MACHINE_IFNAME_PREFIX}{m.group('n')}" if m else name
+
+
+def _ssh_key(value: object, where: str) -> str:
+    """One public key as authorized_keys holds it (type, base64 blob, optional comment), whose
+    blob names the same type: a pasted private key, a fingerprint or a truncated line is refused."""
+    import base64
+    import binascii
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a public key line like 'ssh-ed25519 AAAA... user@host'")
+    key = value.strip()
+    m = _SSH_KEY.fullmatch(key)
+    # the line is rendered inside double quotes in the kickstart
+    if not m or '"' in key or "\\" in key:
+        raise ConfigError(f"{where}: {key[:40]!r}... is not an OpenSSH public key line "
+                          "('ssh-ed25519 AAAA... comment'; no options, no quotes)")
+    try:
+        blob = base64.b64decode(m.group("blob"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where}: the key's base64 part does not decode") from None
+    kind = m.group("type").encode()
+    if blob[:4] != len(kind).to_bytes(4, "big") or blob[4:4 + len(kind)] != kind:
+        raise ConfigError(f"{where}: the key's data is not a {m.group('type')} key (truncated or mixed up?)")
+    return key
 
 
 def _packages(value: object, where: str) -> tuple[str, ...]:

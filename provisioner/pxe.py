@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from provisioner import distros
 from provisioner.bootfiles import loader_path
+from provisioner.config import machine_ifname
 from provisioner.lifecycle import Decision, decide
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_url
@@ -51,15 +52,20 @@ class Boot:
     def kernel_args(self, node) -> str:
         site, spec = self.ctx.site, node.spec
         gateway = "" if site.gateway in (None, spec.ip) else site.gateway
+        install = machine_ifname(spec.interface)
         args = [
             f"inst.ks={site.boot_url}/ks/{spec.mac}",
             # the service's copy when the mirror is on: stage2 and packages need no route out
             f"inst.repo={served_url(site, site.install_tree)}",
-            # bind the report's interface name to the NIC's MAC, then configure it statically
-            f"ifname={spec.interface}:{spec.mac}",
-            f"ip={spec.ip}::{gateway}:{site.network.netmask}:{spec.hostname}.{site.domain}:{spec.interface}:none",
+            # every NIC the site knows gets its name from its MAC (nic0, nic1: README "Kickstarts");
+            # a NIC left out would keep a kernel ethN name and race the renames (dracut's ifname=)
+            *(f"ifname={name}:{mac}" for name, mac in self.ctx.renderer.ifnames(node)),
+            f"ip={spec.ip}::{gateway}:{site.network.netmask}:{spec.hostname}.{site.domain}:{install}:none",
             *(f"nameserver={ns}" for ns in site.nameservers),
             *site.kernel_args,
+            # last, so a site's inst.text cannot undo it: in cmdline mode a setting the kickstart
+            # lacks is an error %onerror reports, not a menu that waits for nobody
+            "inst.cmdline",
         ]
         return " ".join(args)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 
 from provisioner import storage
-from provisioner.config import Site
+from provisioner.config import Site, machine_ifname
 from provisioner.credentials import Credentials
 from provisioner.mirror import mirror_base, served_url
 from provisioner.registry import Node
@@ -95,6 +95,7 @@ class Renderer:
             "storage": self._storage(layout.name, spec.firmware),
             "packages": self._packages(spec.roles),
             "root_password_hash": self.credentials.root_password_hash,
+            "ssh_authorized_keys": site.ssh_authorized_keys,
             "service_url": site.service_url,
             # what the installer itself fetches and reports goes to the boot server
             "events_url": f"{site.boot_url}/api/v1/nodes/{spec.mac}/events",
@@ -127,14 +128,18 @@ class Renderer:
     def network_lines(self, node: Node) -> list[dict]:
         """Report 5.4.1 per interface: static on the install network, DHCP on a public NIC, the rest off.
 
-        Devices are matched by MAC and named with --interfacename, so the installed system keeps
-        the report's eth0/eth1 names whatever the kernel would have called them.
+        Devices are matched by MAC alone. Their names (nic0, nic1 for the report's eth0, eth1)
+        come from ifname=<name>:<mac> on the kernel command line (pxe.py, `ifnames`): dracut
+        renames the NICs with it and Anaconda writes it to the installed system as systemd .link
+        files (pyanaconda/modules/network/installation.py). --interfacename is not written:
+        Anaconda reads it only together with --vlanid (get_device_name_from_network_data in
+        pyanaconda/modules/network/nm_client.py).
         """
         site, spec = self.site, node.spec
         is_gateway = site.gateway == spec.ip
         has_public = any(n.mode == "dhcp" for n in spec.nics)
         install = {
-            "device": spec.mac, "name": spec.interface, "bootproto": "static", "ip": spec.ip,
+            "device": spec.mac, "name": machine_ifname(spec.interface), "bootproto": "static", "ip": spec.ip,
             "netmask": str(site.network.netmask),
             # the gateway itself routes out through its public NIC; everyone else through it
             "gateway": None if is_gateway or site.gateway is None else site.gateway,
@@ -142,12 +147,21 @@ class Renderer:
             "nameservers": list(site.nameservers),
             "hostname": f"{spec.hostname}.{site.domain}",
             "onboot": True,
+            "activate": True,
         }
         lines = [install]
         for nic in spec.nics:
-            lines.append({"device": nic.mac, "name": nic.name, "bootproto": nic.mode,
-                          "onboot": nic.mode != "off"})
+            # a public NIC is up in the installer too: with --nodefroute on the install NIC, its
+            # DHCP lease holds the only default route the installer has
+            lines.append({"device": nic.mac, "name": machine_ifname(nic.name), "bootproto": nic.mode,
+                          "onboot": nic.mode != "off", "activate": nic.mode == "dhcp"})
         return lines
+
+    def ifnames(self, node: Node) -> list[tuple[str, str]]:
+        """(name, mac) of every NIC the site knows for the node, for ifname= on the kernel command
+        line: a NIC left out would keep the kernel's ethN, which may be the name another one is
+        renamed to."""
+        return [(line["name"], line["device"]) for line in self.network_lines(node)]
 
     def _storage_context(self, layout_name: str, firmware: str | None = None) -> dict:
         layout = storage.for_firmware(self.site.layouts[layout_name], firmware)

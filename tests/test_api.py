@@ -41,7 +41,7 @@ def test_register_returns_201_and_the_node(client, admin):
     assert resp.headers["Location"] == "/api/v1/nodes/52:54:00:aa:00:10"
     node = resp.get_json()
     assert node["mac"] == "52:54:00:aa:00:10" and node["hostname"] == "compute10"
-    assert node["nics"] == [{"mac": "52:54:00:aa:01:10", "name": "eth0", "mode": "off"}]
+    assert node["nics"] == [{"mac": "52:54:00:aa:01:10", "name": "nic0", "mode": "off"}]   # the machine's name for eth0
     assert (node["state"], node["netboot"], node["source"]) == ("registered", True, "api")
     assert node["last_event"]["type"] == "registered"
     assert client.get("/api/v1/nodes/52:54:00:aa:00:10").get_json() == node

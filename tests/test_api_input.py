@@ -245,7 +245,7 @@ def test_concurrent_patches_of_different_fields_all_survive(app, admin):
     client = app.test_client()
     _registered(client, admin)
     fields = {
-        "interface": lambda r: f"eth{r % 2}",
+        "interface": lambda r: f"nic{r % 2}",
         "aliases": lambda r: [f"ten-{r}"],
         "disk_bytes": lambda r: 300 * 10**9 + r,
         "ip": lambda r: f"192.168.0.{100 + r}",
@@ -314,5 +314,5 @@ def test_a_change_is_merged_into_the_node_as_it_is_inside_the_transaction(app, a
     second.join(timeout=30)
     assert errors == []
     node = other.get("52:54:00:aa:00:10")
-    assert (node.spec.aliases, node.spec.interface, node.version) == (("ten",), "eth0", 3)
+    assert (node.spec.aliases, node.spec.interface, node.version) == (("ten",), "nic0", 3)
     other.close()

@@ -23,14 +23,14 @@ def test_default_site_is_the_reports_testbed(site):
     for i in range(1, 5):
         n = by_name[f"compute{i}"]
         assert (n.ip, n.interface, n.mac, n.disk_bytes) == (
-            f"192.168.0.{i}", "eth1", f"52:54:00:0c:00:0{i}", REPORT_COMPUTE_DISK)
+            f"192.168.0.{i}", "nic1", f"52:54:00:0c:00:0{i}", REPORT_COMPUTE_DISK)
         assert "compute" in n.roles
     c1 = by_name["compute1"]
     assert c1.aliases == ("gateway",) and c1.roles == ("compute", "gateway")
-    assert [(x.mac, x.name, x.mode) for x in c1.nics] == [("52:54:00:0c:01:01", "eth0", "dhcp")]
+    assert [(x.mac, x.name, x.mode) for x in c1.nics] == [("52:54:00:0c:01:01", "nic0", "dhcp")]
     ctl = by_name["controller"]
     assert (ctl.ip, ctl.interface, ctl.mac, ctl.roles, ctl.disk_bytes) == (
-        "192.168.0.5", "eth0", "52:54:00:0c:00:05", ("controller",), REPORT_CONTROLLER_DISK)
+        "192.168.0.5", "nic0", "52:54:00:0c:00:05", ("controller",), REPORT_CONTROLLER_DISK)
     assert site.ntp_servers and site.domain
     assert site.os_name == "CentOS Stream" and site.os_version == "9"
     assert site.install_tree.endswith("/9-stream/BaseOS/x86_64/os/")
@@ -76,7 +76,7 @@ def test_a_site_file_on_disk_loads(tmp_path, raw):
     (lambda d: d["nodes"][2].update(ip="192.168.0.2"), r"^nodes\[2\]: IP 192\.168\.0\.2 is already used by compute2"),
     (lambda d: d["nodes"][2].update(mac="52-54-00-0C-00-02"), r"^nodes\[2\]: MAC 52:54:00:0c:00:02 is already used"),
     (lambda d: d["nodes"][0]["nics"][0].update(mode="static"), r"^nodes\[0\]\.nics\[0\]\.mode: 'static' is not one of"),
-    (lambda d: d["nodes"][0]["nics"][0].update(name="eth1"), r"^nodes\[0\]\.nics: interface name eth1 is given twice"),
+    (lambda d: d["nodes"][0]["nics"][0].update(name="eth1"), r"^nodes\[0\]\.nics: interface name nic1 is given twice"),
 ])
 def test_bad_site_names_the_bad_key(raw, mutate, where):
     data = copy.deepcopy(raw)

@@ -213,7 +213,7 @@ def test_config_env_is_the_nodes_own(cloud):
     text = requests.get(f"{url}/api/v1/nodes/{MACS['compute1']}/config",
                         headers={"Authorization": f"Bearer {tokens['compute1']}"}, timeout=10).text
     env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
-    assert env["NODE_HOSTNAME"] == "compute1" and env["PUBLIC_INTERFACE"] == "eth0"
+    assert env["NODE_HOSTNAME"] == "compute1" and env["PUBLIC_INTERFACE"] == "nic0"
     assert env["COMPUTE_HOSTS"] == "'compute1 compute2 compute3 compute4'" and env["REPLICA_COUNT"] == "4"
     assert env["CONTROLLER_HOST"] == "controller" and env["CINDER_VG"] == "nova-volumes"
 

@@ -94,19 +94,21 @@ def _network(text):
 
 
 def test_network_follows_section_5_4_1(kickstarts):
-    # the gateway: static eth1 without a default route, DHCP eth0 to the public network
+    # NICs are matched by MAC with no --interfacename (Anaconda reads it only with --vlanid);
+    # their names come from ifname= on the kernel command line (tests/test_kickstart_install.py)
+    # the gateway: static nic1 (the report's eth1) without a default route, DHCP nic0 to the public network
     assert _network(kickstarts["52:54:00:0c:00:01"]) == [
-        ("52:54:00:0c:00:01", "eth1", "static", "192.168.0.1", "255.255.255.0", "", True,
+        ("52:54:00:0c:00:01", "", "static", "192.168.0.1", "255.255.255.0", "", True,
          "compute1.cluster.local", True, True),
-        ("52:54:00:0c:01:01", "eth0", "dhcp", "", "", "", False, "", True, True),
+        ("52:54:00:0c:01:01", "", "dhcp", "", "", "", False, "", True, True),
     ]
-    # other compute hosts: static eth1, default gateway 192.168.0.1
+    # other compute hosts: static nic1, default gateway 192.168.0.1
     assert _network(kickstarts["52:54:00:0c:00:03"]) == [
-        ("52:54:00:0c:00:03", "eth1", "static", "192.168.0.3", "255.255.255.0", "192.168.0.1", False,
+        ("52:54:00:0c:00:03", "", "static", "192.168.0.3", "255.255.255.0", "192.168.0.1", False,
          "compute3.cluster.local", True, True)]
-    # the controller: static eth0
+    # the controller: static nic0
     assert _network(kickstarts["52:54:00:0c:00:05"]) == [
-        ("52:54:00:0c:00:05", "eth0", "static", "192.168.0.5", "255.255.255.0", "192.168.0.1", False,
+        ("52:54:00:0c:00:05", "", "static", "192.168.0.5", "255.255.255.0", "192.168.0.1", False,
          "controller.cluster.local", True, True)]
 
 
@@ -115,7 +117,7 @@ def test_unused_nics_are_off(client, admin, registry):
             "interface": "eth1", "nics": [{"mac": "52:54:00:aa:01:20", "name": "eth0", "mode": "off"}]}
     assert client.post("/api/v1/nodes", json=body, headers=admin).status_code == 201
     net = _network(client.get("/ks/52:54:00:aa:00:20").get_data(as_text=True))
-    assert net[1][:2] == ("52:54:00:aa:01:20", "eth0")
+    assert net[1][:2] == ("52:54:00:aa:01:20", "")
     assert net[1][8] is False and net[1][9] is False
 
 

@@ -89,10 +89,10 @@ def test_nics_follow_the_registry_and_the_kickstarts_routes():
     plans = {s.hostname: netns.plan_node(s, site.network, site.gateway, public) for s in site.nodes}
     gw = plans["compute1"]
     assert [(n.name, n.bridge, n.address) for n in gw.nics] == [
-        ("eth1", netns.INSTALL_BRIDGE, "192.168.0.1/24"), ("eth0", netns.PUBLIC_BRIDGE, "203.0.113.2/24")]
+        ("nic1", netns.INSTALL_BRIDGE, "192.168.0.1/24"), ("nic0", netns.PUBLIC_BRIDGE, "203.0.113.2/24")]
     assert gw.default_via == netns.UPSTREAM
     assert plans["controller"].default_via == site.gateway
-    assert [(n.name, n.mac) for n in plans["controller"].nics] == [("eth0", "52:54:00:0c:00:05")]
+    assert [(n.name, n.mac) for n in plans["controller"].nics] == [("nic0", "52:54:00:0c:00:05")]
 
 
 # -- the substrate -------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def test_qemu_pxe_boots_through_the_service_to_the_installer_command_line(tmp_pa
             text = console.read_text(errors="replace")
             line = next(ln for ln in text.splitlines() if ln.startswith(MARKER))
             assert f"inst.ks=http://192.168.0.254:8081/ks/{MAC}" in line   # the boot server
-            assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:eth1:none" in line
+            assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:nic1:none" in line
+            assert f"ifname=nic1:{MAC}" in line and " inst.cmdline" in line
             assert f"BOOTIF=01-{MAC.replace(':', '-')}" in line
         finally:
             for p in (qemu, dnsmasq, service):

@@ -97,8 +97,8 @@ def test_per_mac_pxelinux_config_says_install_for_an_armed_node(tftp, imported, 
     assert "DEFAULT install" in text
     assert "KERNEL http://192.168.0.254:8081/boot/centos-stream-9-x86_64/vmlinuz" in text
     assert "inst.ks=http://192.168.0.254:8081/ks/52:54:00:0c:00:02" in text
-    assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:eth1:none" in text
-    assert "ifname=eth1:52:54:00:0c:00:02" in text
+    assert "ip=192.168.0.2::192.168.0.1:255.255.255.0:compute2.cluster.local:nic1:none" in text
+    assert "ifname=nic1:52:54:00:0c:00:02" in text
     assert "inst.repo=http://192.168.0.254:8081/mirror/9-stream/BaseOS/x86_64/os/" in text
     assert ("boot tftp 127.0.0.1 52:54:00:0c:00:02 (compute2): asked pxelinux.cfg/01-52-54-00-0c-00-02, "
             "answered install: registered, armed for install") in caplog.text
