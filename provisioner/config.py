@@ -65,6 +65,10 @@ class Nic:
     name: str
     mode: str   # dhcp | off
 
+    def __post_init__(self):
+        # a registry written before the machine names keeps the report's ethN: read as nicN
+        object.__setattr__(self, "name", machine_ifname(self.name))
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -78,6 +82,9 @@ class NodeSpec:
     nics: tuple[Nic, ...] = ()
     disk_bytes: int | None = None
     firmware: str | None = None         # bios | uefi; None until set or learned from its boot loader
+
+    def __post_init__(self):
+        object.__setattr__(self, "interface", machine_ifname(self.interface))
 
 
 @dataclass(frozen=True)

@@ -254,3 +254,24 @@ def test_a_failure_outside_run_reports_the_step_and_the_logs_tail(client, servic
     assert re.match(r"%post on compute2 failed \(exit 1\) in or after: write \S*/etc/NetworkManager/conf\.d/"
                     r"50-provisioner\.conf\n", detail), detail
     assert "mkdir: cannot create directory" in detail and "NetworkManager" in detail.splitlines()[-1], detail
+
+
+def test_a_registry_from_before_the_machine_names_reads_ethn_as_nicn(tmp_path):
+    """Nodes registered as eth1 before this change: the steps' NODE_INTERFACE must still match
+    the ifname= the kernel command line now gives."""
+    import sqlite3
+
+    from provisioner.registry import Registry
+    site = load_site()
+    reg = Registry(tmp_path / "r.sqlite3")
+    reg.sync_site(site)
+    reg.close()
+    db = sqlite3.connect(tmp_path / "r.sqlite3")
+    db.execute("UPDATE nodes SET interface = 'eth1', nics = ? WHERE mac = ?",
+               (json.dumps([{"mac": COMPUTE1_PUBLIC, "name": "eth0", "mode": "dhcp"}]), COMPUTE1))
+    db.commit()
+    db.close()
+    reg = Registry(tmp_path / "r.sqlite3")
+    spec = reg.get(COMPUTE1).spec
+    reg.close()
+    assert (spec.interface, spec.nics[0].name) == ("nic1", "nic0")
