@@ -160,7 +160,7 @@ def test_6_network_ready_waits_for_the_networks_not_the_dashboard():
 
 def test_7_the_key_pair_exists_before_the_vm_boots_and_the_console_is_waited_for():
     ids = [s.id for s in load_plan().steps]
-    assert ids.index("10-openstack-controller/02-keypair-add") < ids.index("10-openstack-controller/03-boot-cirros")
+    assert ids.index("10-openstack-controller/03-keypair-add") < ids.index("10-openstack-controller/02-boot-cirros")
     cmds = transcript()["controller"]
     assert first(cmds, r"openstack keypair create") < first(cmds, r"openstack server create .*--key-name test-key")
     check = STEPS["10-openstack-controller/04-check-vm"]

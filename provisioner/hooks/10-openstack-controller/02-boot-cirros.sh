@@ -1,6 +1,6 @@
 #!/bin/bash
 # Report (58) 02-boot-cirros.sh booted a CirrOS VM with euca-run-instances. Here after the key pair
-# (02-keypair-add): a key is injected only at boot, so the report's order left the VM without one.
+# (03-keypair-add, listed before this step in plan.yaml): a key is injected only at boot, so the report's order left the VM without one.
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Report (59) 03-keypair-add.sh added a key pair for SSH into VMs, after booting the VM it was for.
-# Here before the VM boots (03-boot-cirros), which is when Nova injects it.
+# Here before the VM boots (02-boot-cirros; plan.yaml runs this step first, the files keep the report's numbers), which is when Nova injects it.
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
