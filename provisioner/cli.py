@@ -343,7 +343,7 @@ lab_dir_option = click.option("--work-dir", type=click.Path(file_okay=False, pat
                                    "as root, else ~/.local/share/provisioner-lab).")
 
 
-def _lab(uri, work_dir):
+def _lab(uri, work_dir, **settings):
     import libvirt
 
     from provisioner.lab import Lab, LabSettings
@@ -352,7 +352,7 @@ def _lab(uri, work_dir):
         conn = libvirt.open(uri)
     except libvirt.libvirtError as e:
         raise click.ClickException(f"cannot connect to {uri}: {e}") from None
-    return ctx, Lab(conn, ctx.site, LabSettings(work_dir or default_lab_dir()))
+    return ctx, Lab(conn, ctx.site, LabSettings(work_dir or default_lab_dir(), **settings))
 
 
 @lab.command("up")
@@ -362,12 +362,20 @@ def _lab(uri, work_dir):
 @click.option("--installer", type=click.Choice(["rehearsal", "anaconda"]), default="rehearsal", show_default=True,
               help="rehearsal: the offline installer built here (a Debian kernel and a busybox initrd); "
                    "anaconda: whatever `distro import --from MIRROR` brought in.")
+@click.option("--secure-boot", is_flag=True,
+              help="Every node whose firmware is uefi boots OVMF with Microsoft's keys enrolled and Secure Boot on.")
+@click.option("--secure-boot-node", "secure_boot_nodes", multiple=True, metavar="HOSTNAME",
+              help="This node boots with Secure Boot (and UEFI, if its firmware is still to be learned); "
+                   "the others as their firmware says. Repeatable.")
 @lab_dir_option
 @fail_cleanly
-def lab_up(uri, watch, installer, work_dir):
+def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
     """Define and start the lab's networks, disks and VMs (network boot first)."""
     from provisioner.lab import LabError
-    ctx, the_lab = _lab(uri, work_dir)
+    ctx, the_lab = _lab(uri, work_dir, secure_boot=secure_boot, secure_boot_nodes=frozenset(secure_boot_nodes))
+    unknown = sorted(set(secure_boot_nodes) - {n.hostname for n in ctx.registry.list()})
+    if unknown:
+        raise click.ClickException(f"--secure-boot-node: no such node: {', '.join(unknown)}")
     if installer == "rehearsal":
         import tempfile
 

@@ -11,8 +11,9 @@ What it builds, all named `pv-*` so `down` finds exactly what `up` made:
     report's 80 GB and 250 GB disks) on SATA, so it is `sda` as in Tables 1 and 2;
   - per node a domain with the registry's MACs, network boot first (the registry, not the boot
     order, decides install or local boot), and its serial console written to a log file. A node
-    whose firmware is uefi boots OVMF (with Microsoft's keys enrolled and Secure Boot on, with
-    `secure_boot`) on q35 with a virtio NIC: OVMF drives virtio itself, and Secure Boot would
+    whose firmware is uefi boots OVMF (with Microsoft's keys enrolled, Secure Boot on and SMM, for
+    the nodes `lab up --secure-boot-node` names, or every UEFI node with `--secure-boot`) on q35
+    with a virtio NIC: OVMF drives virtio itself, and Secure Boot would
     refuse QEMU's unsigned iPXE option ROMs.
 """
 
@@ -51,7 +52,18 @@ class LabSettings:
     vcpus: int = 1
     emulator: str | None = None          # None: libvirt's default for the domain type
     domain_type: str = "qemu"            # TCG; "kvm" where the host has it
-    secure_boot: bool = False            # UEFI nodes boot with Secure Boot enforced
+    secure_boot: bool = False            # every UEFI node boots with Secure Boot enforced
+    # these nodes (hostnames) boot with Secure Boot whatever the flag above says: one lab can
+    # hold plain UEFI and Secure Boot machines side by side
+    secure_boot_nodes: frozenset[str] = frozenset()
+
+    def secure(self, node: Node) -> bool:
+        return self.secure_boot and node.spec.firmware == "uefi" or node.hostname in self.secure_boot_nodes
+
+    def uefi(self, node: Node) -> bool:
+        # a node picked for Secure Boot whose firmware is still to be learned boots UEFI, and the
+        # service learns it from the loader that asks
+        return node.spec.firmware == "uefi" or node.hostname in self.secure_boot_nodes
 
     @property
     def pool_dir(self) -> Path:
@@ -137,7 +149,11 @@ def volume_xml(node: Node) -> str:
 
 
 def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
-    uefi = node.spec.firmware == "uefi"
+    uefi = settings.uefi(node)
+    secure_boot = settings.secure(node)
+    if secure_boot and node.spec.firmware == "bios":
+        raise LabError(f"{node.hostname} is registered with bios firmware: it cannot boot with Secure Boot "
+                       "(nodes change --firmware uefi, or leave it out of --secure-boot-node)")
     model = "<model type='virtio'/>\n      <rom enabled='no'/>" if uefi else "<model type='e1000'/>"
     nics = [f"""    <interface type='network'>
       <source network='{INSTALL_NET}'/>
@@ -156,14 +172,14 @@ def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
     emulator = f"\n    <emulator>{escape(settings.emulator)}</emulator>" if settings.emulator else ""
     machine, loader, features = "pc", "", ""
     if uefi:
-        code, template = OVMF[settings.secure_boot]
-        secure = "yes" if settings.secure_boot else "no"
+        code, template = OVMF[secure_boot]
+        secure = "yes" if secure_boot else "no"
         nvram = escape(str(settings.pool_dir / f"{PREFIX}{node.hostname}_VARS.fd"))
         machine = "q35"
         loader = (f"\n    <loader readonly='yes' secure='{secure}' type='pflash'>{OVMF_DIR}/{code}</loader>"
                   f"\n    <nvram template='{OVMF_DIR}/{template}'>{nvram}</nvram>")
         # the Secure Boot firmware keeps its variables out of the OS's reach only with SMM
-        features = "<smm state='on'/>" if settings.secure_boot else ""
+        features = "<smm state='on'/>" if secure_boot else ""
     return f"""<domain type={quoteattr(settings.domain_type)}>
   <name>{PREFIX}{escape(node.hostname)}</name>
   <description>provisioner lab: {escape(node.hostname)} ({escape(", ".join(node.spec.roles))})</description>

@@ -69,8 +69,10 @@ def boot_sector(marker: bytes = DISK_MARKER) -> bytes:
 
 
 def esp_grub_cfg(marker: bytes = DISK_MARKER) -> str:
-    # read from EFI/debian (the signed GRUB's prefix) or beside the loader ($cmdpath)
-    return f"echo {marker.decode()}\nsleep 1\nhalt\n"
+    # read from EFI/debian (the signed GRUB's prefix) or beside the loader ($cmdpath). GRUB 2.06
+    # sets `lockdown=y` when the firmware enforces Secure Boot: the second line tells a test
+    # that the boot from disk ran under Secure Boot, not merely on its firmware
+    return f"echo {marker.decode()}\necho \"secure boot lockdown=$lockdown\"\nsleep 1\nhalt\n"
 
 
 def kernel() -> Path:
