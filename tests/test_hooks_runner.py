@@ -143,7 +143,7 @@ def test_the_whole_cloud_comes_up_in_order_through_the_barriers(cloud, tmp_path)
     services = at("controller", "07-openstack-controller/31-cinder-start", "ok")
     assert all(at(f"compute{i}", "08-openstack-compute/01-nova-compute-install", "started") > services for i in range(1, 5))
     assert at("controller", "10-openstack-controller/02-boot-cirros", "started") > at(
-        "compute1", "09-openstack-gateway/08-dashboard-start", "ok")
+        "compute1", "09-openstack-gateway/05-secgroup-add", "ok")
 
 
 def test_a_failed_step_stops_the_plan_and_a_rerun_resumes_there(cloud, tmp_path):
