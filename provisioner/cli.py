@@ -683,13 +683,15 @@ def mirror_sync(verify, concurrency):
 @click.option("--proxy", is_flag=True, help="Proxy DHCP: another server hands out the addresses.")
 @click.option("--ipxe/--no-ipxe", default=True, show_default=True,
               help="Send iPXE clients to /boot.ipxe over HTTP (else they get pxelinux too).")
+@click.option("--dns", is_flag=True, help="Serve DNS for the install network too: every node's names and "
+              "the service's host name; other names go to the site's nameservers, if any.")
 @fail_cleanly
-def dnsmasq_config(interface, server_ip, proxy, ipxe):
+def dnsmasq_config(interface, server_ip, proxy, ipxe, dns):
     """Print a dnsmasq configuration for the install network."""
     from provisioner.dhcp import dnsmasq_config as render
     ctx = _context()
     click.echo(render(ctx.site, ctx.registry.list(), server_ip=server_ip, interface=interface,
-                      proxy=proxy, ipxe=ipxe), nl=False)
+                      proxy=proxy, ipxe=ipxe, dns=dns), nl=False)
 
 
 def _problems(ctx, node) -> list[str]:

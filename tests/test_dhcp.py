@@ -92,3 +92,43 @@ def test_a_real_client_gets_its_address_and_boot_file(tmp_path, registry, site):
             dnsmasq.kill()
             dnsmasq.wait()
             dnsmasq.stdout.close()
+
+
+@needs_netns
+def test_dns_for_the_install_network_answers_the_nodes_and_the_service(tmp_path, registry, site):
+    """--dns: a client that took its lease resolves every node and the service by name through
+    the libc resolver, and a name outside the site is refused at once, not forwarded anywhere."""
+    from dataclasses import replace
+    site = replace(site, service_url="http://provisioner.cluster.local:8080",
+                   boot_url="http://provisioner.cluster.local:8081")
+    conf = dnsmasq_config(site, registry.list(), interface="br0", server_ip="192.168.0.254", dns=True)
+    assert "port=0" not in conf and "dhcp-option=option:dns-server,192.168.0.254" in conf
+    with namespaces(2) as (server, client):
+        server.bridge("br0")
+        server.veth_to(client, "br0", "52:54:00:0c:00:02")
+        dnsmasq = _dnsmasq(server, tmp_path, conf)
+        etc = f"/etc/netns/{client.name}"
+        try:
+            time.sleep(0.5)
+            assert dnsmasq.poll() is None, dnsmasq.stdout.read()
+            assert _lease(client, tmp_path) is not None
+            client.run("ip", "addr", "add", "192.168.0.2/24", "dev", "eth0", check=False)
+            # `ip netns exec` gives the namespace /etc/netns/<name>/resolv.conf as its own
+            os.makedirs(etc, exist_ok=True)
+            with open(f"{etc}/resolv.conf", "w") as f:
+                f.write("nameserver 192.168.0.254\noptions timeout:2 attempts:1\n")
+
+            def resolve(name):
+                r = client.run("getent", "ahostsv4", name, check=False, timeout=20)
+                return r.stdout.split()[0] if r.returncode == 0 and r.stdout else None
+            assert resolve("controller.cluster.local") == "192.168.0.5"
+            assert resolve("compute2.cluster.local") == "192.168.0.2"
+            assert resolve("provisioner.cluster.local") == "192.168.0.254"
+            start = time.monotonic()
+            assert resolve("mirror.stream.centos.org") is None
+            assert time.monotonic() - start < 10
+        finally:
+            shutil.rmtree(etc, ignore_errors=True)
+            dnsmasq.kill()
+            dnsmasq.wait()
+            dnsmasq.stdout.close()
