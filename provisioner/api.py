@@ -156,7 +156,35 @@ def barrier(name: str):
 @bp.post("/nodes/<mac>/rebuild")
 @admin_required
 def rebuild(mac: str):
-    return jsonify(_ctx().registry.rebuild(_mac(mac)).public())
+    # the body is optional: a bare POST (what clients sent before power control) re-arms only
+    data = _body() if request.content_length or request.headers.get("Transfer-Encoding") else {}
+    if not isinstance(data, dict) or set(data) - {"power_cycle"} or \
+            not isinstance(data.get("power_cycle", False), bool):
+        raise nodes.InvalidNode('the body may only be {"power_cycle": true|false}', "power_cycle")
+    mac = _mac(mac)
+    if not data.get("power_cycle"):
+        return jsonify(_ctx().registry.rebuild(mac).public())
+    from provisioner.power import control
+    node, state = control.rebuild_and_cycle(_ctx().registry, mac)
+    return jsonify({**node.public(), "power": state})
+
+
+@bp.post("/nodes/<mac>/power")
+@admin_required
+def power(mac: str):
+    """Runs while the request waits (a cycle up to its deadline): one node is one BMC session."""
+    from provisioner.power import control
+    data = _body()
+    if not isinstance(data, dict) or set(data) != {"action"} or data["action"] not in control.ACTIONS:
+        raise nodes.InvalidNode(f'the body must be {{"action": one of {", ".join(control.ACTIONS)}}}', "action")
+    ctx = _ctx()
+    node = ctx.registry.get(_mac(mac))
+    if node.spec.bmc is None:
+        raise control.NoBmc(node)
+    outcome = control.power(ctx.registry, node, data["action"])
+    if outcome.error:
+        raise control.BmcFailed(outcome.error)
+    return jsonify(outcome.as_dict())
 
 
 @bp.get("/openapi.json")
@@ -169,6 +197,8 @@ def registry_error(e: RegistryError):
     body = {"error": e.error, "detail": e.detail}
     if e.field:
         body["field"] = e.field
+    if getattr(e, "node", None) is not None:      # a rebuild done whose power cycle failed
+        body["node"] = e.node.public()
     resp = jsonify(body)
     resp.status_code = e.status
     return resp

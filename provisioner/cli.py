@@ -158,6 +158,43 @@ def token(read_only: bool):
     click.echo(creds.reader_token if read_only else creds.admin_token)
 
 
+def bmc_options(f):
+    """--bmc, --bmc-user, --bmc-password-file and --no-bmc, read back by _bmc_input."""
+    f = click.option("--no-bmc", is_flag=True, default=None, expose_value=False, callback=_remember("no_bmc"),
+                     help="Forget the node's BMC.")(f)
+    f = click.option("--bmc-password-file", type=click.File("r"), default=None, expose_value=False,
+                     callback=_remember("bmc_password_file"),
+                     help="A file holding the BMC password (- for stdin): never on the command line, "
+                          "where ps and shell history would show it.")(f)
+    f = click.option("--bmc-user", default=None, expose_value=False, callback=_remember("bmc_user"),
+                     help="The BMC user name.")(f)
+    f = click.option("--bmc", "bmc_url", default=None, expose_value=False, callback=_remember("bmc_url"),
+                     metavar="URL", help="redfish://host[:port]/redfish/v1/Systems/<id>, redfish+https://..., "
+                                         "ipmi://host[:port] or libvirt://<domain>.")(f)
+    return f
+
+
+def _bmc_input(new: bool) -> dict:
+    obj = click.get_current_context().find_root().ensure_object(dict)
+    given = {k: obj[k] for k in ("bmc_url", "bmc_user", "bmc_password_file") if obj.get(k) is not None}
+    if obj.get("no_bmc"):
+        if given:
+            raise click.UsageError("--no-bmc with --bmc, --bmc-user or --bmc-password-file")
+        return {"bmc": None}
+    if not given:
+        return {}
+    if new and len(given) < 3:
+        raise click.UsageError("a BMC needs --bmc, --bmc-user and --bmc-password-file")
+    bmc = {}
+    if "bmc_url" in given:
+        bmc["url"] = given["bmc_url"]
+    if "bmc_user" in given:
+        bmc["username"] = given["bmc_user"]
+    if "bmc_password_file" in given:
+        bmc["password"] = given["bmc_password_file"].read().rstrip("\n")
+    return {"bmc": bmc}
+
+
 @main.group()
 def nodes():
     """Register, list, show and remove nodes."""
@@ -175,6 +212,7 @@ def nodes():
 @click.option("--disk-bytes", type=int, default=None)
 @click.option("--firmware", type=click.Choice(FIRMWARES), default=None,
               help="bios or uefi. Default: learned from the boot loader the machine first asks with.")
+@bmc_options
 @fail_cleanly
 def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes, firmware):
     """Register a node."""
@@ -185,6 +223,7 @@ def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes, fi
         data["disk_bytes"] = disk_bytes
     if firmware is not None:
         data["firmware"] = firmware
+    data.update(_bmc_input(new=True))
     node = node_ops.register(ctx.site, ctx.registry, data)
     click.echo(f"registered {node.hostname} ({node.mac}, {node.spec.ip}), armed for install")
 
@@ -192,14 +231,19 @@ def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes, fi
 @nodes.command("change")
 @common_options
 @click.argument("mac")
-@click.option("--firmware", type=click.Choice(FIRMWARES + ("learn",)), required=True,
+@click.option("--firmware", type=click.Choice(FIRMWARES + ("learn",)), default=None,
               help="bios or uefi; learn: forget it, and take it from the next boot loader that asks.")
+@bmc_options
 @fail_cleanly
 def nodes_change(mac, firmware):
     """Change a node registered through the API or CLI (site nodes change in the site file)."""
     ctx = _context()
-    node = node_ops.change(ctx.site, ctx.registry, canonical_mac(mac),
-                           {"firmware": None if firmware == "learn" else firmware})
+    data = {} if firmware is None else {"firmware": None if firmware == "learn" else firmware}
+    data.update(_bmc_input(new=False))
+    if not data:
+        raise click.UsageError("nothing to change: give --firmware, or --bmc, --bmc-user, --bmc-password-file "
+                               "or --no-bmc")
+    node = node_ops.change(ctx.site, ctx.registry, canonical_mac(mac), data)
     click.echo(f"changed {node.hostname} ({node.mac}): firmware {node.spec.firmware or 'to be learned'}")
 
 
@@ -307,6 +351,98 @@ def validate():
     if bad:
         raise click.ClickException(f"{bad} of {len(found)} kickstarts fail")
     click.echo(f"all {len(found)} kickstarts parse under RHEL9 with no error and no warning")
+
+
+def _resolve(registry, names) -> list:
+    """Nodes by MAC (any NIC's), host name or alias, in the order given, each once."""
+    from provisioner.registry import NotFound
+    by_name = {}
+    for n in registry.list():
+        for name in (n.hostname,) + n.spec.aliases:
+            by_name[name] = n
+    found, seen = [], set()
+    for name in names:
+        node = by_name.get(name)
+        if node is None:
+            try:
+                node = registry.get(canonical_mac(name))
+            except (InvalidMAC, NotFound):
+                raise click.ClickException(f"no node is named {name!r} or has it as a MAC") from None
+        if node.mac not in seen:
+            seen.add(node.mac)
+            found.append(node)
+    return found
+
+
+power_limit_option = click.option(
+    "--parallel", type=click.IntRange(1, 200), default=20, show_default=True,
+    help="BMC sessions at once, however many nodes are named.")
+power_deadline_option = click.option(
+    "--deadline", type=click.FloatRange(1, 3600), default=120, show_default=True,
+    help="Seconds for a node's power state to become what was asked.")
+
+
+@main.command("power")
+@common_options
+@click.argument("action", type=click.Choice(["on", "off", "cycle", "status"]))
+@click.argument("names", metavar="NODE...", nargs=-1, required=True)
+@power_limit_option
+@power_deadline_option
+@fail_cleanly
+def power_cmd(action, names, parallel, deadline):
+    """Power nodes (by host name or MAC) on, off or through a cycle, or show their power state,
+    through their BMCs. Each node's line says what happened; exit status 1 if any failed."""
+    from provisioner.power import control
+    ctx = _context()
+    outcomes = control.power_many(ctx.registry, _resolve(ctx.registry, names), action, limit=parallel,
+                                  settings=control.Settings(deadline=deadline))
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        if o.ok:
+            click.echo(f"{o.hostname:<16} {o.power}")
+        else:
+            click.echo(f"{o.hostname:<16} FAILED: {o.error}", err=True)
+    if failed:
+        raise click.ClickException(f"power {action}: {len(failed)} of {len(outcomes)} nodes failed")
+
+
+@main.command("rebuild")
+@common_options
+@click.argument("names", metavar="NODE...", nargs=-1, required=True)
+@click.option("--power-cycle", is_flag=True,
+              help="Then set a one-time network boot on each node's BMC and power-cycle it.")
+@power_limit_option
+@power_deadline_option
+@fail_cleanly
+def rebuild_cmd(names, power_cycle, parallel, deadline):
+    """Re-arm nodes for install with new install tokens (the old ones stop working)."""
+    from provisioner.power import control
+    from provisioner.power.pool import run_bounded
+    ctx = _context()
+    found = _resolve(ctx.registry, names)
+    if not power_cycle:
+        for n in found:
+            ctx.registry.rebuild(n.mac)
+            click.echo(f"{n.hostname:<16} armed for install")
+        return
+    settings = control.Settings(deadline=deadline)
+
+    def one(n):
+        try:
+            _, state = control.rebuild_and_cycle(ctx.registry, n.mac, settings=settings)
+            return n, None, state
+        except RegistryError as e:
+            return n, e.detail, None
+    results = run_bounded(one, found, parallel)
+    for n, error, state in results:
+        if error:
+            click.echo(f"{n.hostname:<16} FAILED: {error}", err=True)
+        else:
+            click.echo(f"{n.hostname:<16} armed for install, booting from the network (power {state})")
+    failed = sum(1 for _, error, _ in results if error)
+    if failed:
+        raise click.ClickException(f"rebuild --power-cycle: {failed} of {len(results)} nodes failed "
+                                   "(each says whether it was armed)")
 
 
 @main.command("plan")

@@ -16,6 +16,7 @@ import yaml
 
 from provisioner import storage
 from provisioner.macaddr import InvalidMAC, canonical_mac
+from provisioner.power.bmc import Bmc, InvalidBmc, parse_bmc
 
 DEFAULT_SITE = "embedded:site.yaml"
 _HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -82,6 +83,7 @@ class NodeSpec:
     nics: tuple[Nic, ...] = ()
     disk_bytes: int | None = None
     firmware: str | None = None         # bios | uefi; None until set or learned from its boot loader
+    bmc: Bmc | None = None              # power control (provisioner/power); its password is sealed at rest
 
     def __post_init__(self):
         object.__setattr__(self, "interface", machine_ifname(self.interface))
@@ -339,7 +341,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
     )
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):
-        nodes.append(parse_node(n, site, f"nodes[{i}]"))
+        nodes.append(parse_node(_bmc_password_file(n, source, f"nodes[{i}]"), site, f"nodes[{i}]"))
     _check_unique(nodes)
     object.__setattr__(site, "nodes", tuple(nodes))
     return site
@@ -383,10 +385,28 @@ def _check_resolvable(url: str, where: str, nameservers: tuple[str, ...], why: s
                           f"is empty: nodes cannot resolve it (set network.nameservers{', ' + fix if fix else ''})")
 
 
+def _bmc_password_file(node: object, source: str, where: str) -> object:
+    """A site file's node may name its BMC password's file (bmc.password_file, relative to the
+    site file) rather than hold the password: the site file is often in version control."""
+    if not isinstance(node, dict) or not isinstance(node.get("bmc"), dict) or "password_file" not in node["bmc"]:
+        return node
+    bmc = dict(node["bmc"])
+    if "password" in bmc:
+        raise ConfigError(f"{where}.bmc: give password or password_file, not both")
+    name = _str(bmc.pop("password_file"), f"{where}.bmc.password_file")
+    path = Path(name) if source.startswith("embedded:") else Path(source).parent / name
+    try:
+        bmc["password"] = path.read_text().rstrip("\n")
+    except OSError as e:
+        raise ConfigError(f"{where}.bmc.password_file: cannot read {path} ({e.strerror})") from None
+    return {**node, "bmc": bmc}
+
+
 def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
     """Validate one node description (from site.yaml or an API body) against the site."""
     d = _map(data, where)
-    _only_keys(d, {"mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware"}, where)
+    _only_keys(d, {"mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware",
+                   "bmc"}, where)
     mac = _mac(d.get("mac"), f"{where}.mac")
     hostname = _hostname(d.get("hostname"), f"{where}.hostname")
     aliases = tuple(_hostname(a, f"{where}.aliases[{i}]")
@@ -426,7 +446,11 @@ def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
         storage.check_fit(layout, disk, firmware)
     except storage.LayoutError as e:
         raise ConfigError(f"{where}.disk_bytes: {e}") from None
-    return NodeSpec(mac, hostname, ip, roles, interface, aliases, tuple(nics), disk, firmware)
+    try:
+        bmc = parse_bmc(d.get("bmc"), f"{where}.bmc")
+    except InvalidBmc as e:
+        raise ConfigError(str(e)) from None
+    return NodeSpec(mac, hostname, ip, roles, interface, aliases, tuple(nics), disk, firmware, bmc=bmc)
 
 
 def validate_roles(value: object, site: Site, where: str) -> tuple[str, ...]:

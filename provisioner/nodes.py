@@ -16,9 +16,10 @@ from provisioner.config import ConfigError, NodeSpec, Site, parse_node
 from provisioner.registry import Node, Registry, RegistryError
 from provisioner.storage import FIRMWARES
 
-EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware")
+EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware", "bmc")
 REQUIRED = ("mac", "hostname", "ip", "roles")
 NIC_KEYS = ("mac", "name", "mode")
+BMC_KEYS = ("url", "username", "password")
 TEXT = ("mac", "hostname", "ip", "interface")
 LISTS = ("aliases", "roles", "nics")
 
@@ -104,6 +105,9 @@ def change(site: Site, registry: Registry, mac: str, data: object, *,
                                      "names: it changed since it was read; read it again", "If-Match")
         merged = spec_dict(node.spec)
         merged.update(data)
+        if isinstance(data.get("bmc"), dict) and "bmc" in merged and node.spec.bmc is not None:
+            # a BMC is changed key by key: a new URL keeps the password, which is never read back
+            merged["bmc"] = {**_bmc_dict(node.spec.bmc), **data["bmc"]}
         return _parse(site, merged)
 
     return registry.update(mac, merge)
@@ -117,6 +121,17 @@ def spec_dict(spec: NodeSpec) -> dict:
         del d["disk_bytes"]
     if d["firmware"] is None:
         del d["firmware"]
+    if spec.bmc is None:
+        del d["bmc"]
+    else:
+        d["bmc"] = _bmc_dict(spec.bmc)
+    return d
+
+
+def _bmc_dict(bmc) -> dict:
+    d = {"url": bmc.url, "username": bmc.username}
+    if bmc.password is not None:
+        d["password"] = bmc.password
     return d
 
 
@@ -159,6 +174,18 @@ def _check_shape(data: object) -> None:
             if value not in FIRMWARES:
                 raise InvalidNode(f"firmware: {_clip(repr(value))} is not one of {', '.join(FIRMWARES)} "
                                   "(or null: learned from the boot loader that asks)", key)
+        elif key == "bmc" and value is not None:
+            # the rest (URL schemes, lengths) is provisioner.power.bmc's, through parse_node
+            if not isinstance(value, dict):
+                raise InvalidNode(f"bmc: must be an object with {', '.join(BMC_KEYS)} (or null: no BMC), "
+                                  f"not {_kind(value)}", key)
+            for k, v in value.items():
+                if k not in BMC_KEYS:
+                    raise InvalidNode(f"bmc.{_clip(k)}: unknown key (expected one of {', '.join(BMC_KEYS)})", key)
+                if not isinstance(v, str):
+                    raise InvalidNode(f"bmc.{k}: must be a string, not {_kind(v)}", key)
+                if len(v) > 512:
+                    raise InvalidNode(f"bmc.{k}: over 512 characters", key)
         elif key == "disk_bytes" and value is not None:
             # bool is an int to Python, and 2**64 passes `isinstance(int)` but not SQLite
             if isinstance(value, bool) or not isinstance(value, int):

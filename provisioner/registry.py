@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from provisioner.config import Nic, NodeSpec, Site
+from provisioner.power.bmc import Bmc, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ _NODE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("firstboot_hash", "TEXT"),
     # bios | uefi, or NULL until set or learned from the boot loader that asked (pxe.py)
     ("firmware", "TEXT"),
+    # {"url", "username", "password"}, JSON; the password sealed with the state directory's
+    # bmc.key (provisioner/power/bmc.py says why there)
+    ("bmc", "TEXT"),
 )
 
 # Statements that name the columns above, so they run after `_migrate` has added them.
@@ -190,6 +194,7 @@ class Node:
             "mac": s.mac, "hostname": s.hostname, "aliases": list(s.aliases), "ip": s.ip,
             "interface": s.interface, "roles": list(s.roles),
             "nics": [asdict(n) for n in s.nics], "disk_bytes": s.disk_bytes, "firmware": s.firmware,
+            "bmc": s.bmc.public() if s.bmc else None,
             "state": self.state, "netboot": self.netboot, "source": self.source,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_event": self.last_event.as_dict() if self.last_event else None,
@@ -201,6 +206,7 @@ class InstallView:
     """A node as a kickstart fetch sees it, read in one query: whether it is armed, and `key`,
     every column its kickstart is rendered from (the description and the install token)."""
     row: sqlite3.Row = field(repr=False)
+    unseal: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def mac(self) -> str:
@@ -223,7 +229,7 @@ class InstallView:
         return tuple(self.row[c] for c in _KICKSTART_COLUMNS)
 
     def node(self) -> Node:
-        return _row_to_node(self.row, None)
+        return _row_to_node(self.row, None, self.unseal)
 
 
 _KICKSTART_COLUMNS = ("mac", "hostname", "ip", "interface", "aliases", "roles", "nics", "disk_bytes", "firmware",
@@ -243,6 +249,7 @@ class Registry:
         self._checkpointer: threading.Thread | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        self._sealer = Sealer(self.path.parent)
         if not self.path.exists():
             # the install tokens live here: owner-only from the first byte
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -447,7 +454,7 @@ class Registry:
         return None if row is None else InstallView(row)
 
     def armed_views(self) -> list[InstallView]:
-        return [InstallView(r) for r in self._conn().execute("SELECT * FROM nodes WHERE netboot = 1")]
+        return [InstallView(r, self._sealer.unseal) for r in self._conn().execute("SELECT * FROM nodes WHERE netboot = 1")]
 
     def kickstart_fetched(self, view: InstallView) -> None:
         """An armed node's installer fetched its kickstart: it is installing now.
@@ -491,7 +498,7 @@ class Registry:
         sources, target, disarm = CALLBACKS[type_]
         with self._tx(durable=disarm) as db:
             row = _node_row(db, mac)
-            node = _row_to_node(row, None)
+            node = _row_to_node(row, None, self._sealer.unseal)
             _check_install_token(node, token)
             if node.state not in sources:
                 raise Conflict(f"{node.hostname} is {node.state}; a '{type_}' report cannot follow that",
@@ -638,11 +645,11 @@ class Registry:
         ts = now()
         cur = db.execute(
             "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, firmware, state,"
-            " netboot, install_token, source, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?)",
+            " netboot, install_token, source, created_at, updated_at, bmc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?, ?)",
             (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
              json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, spec.firmware,
-             secrets.token_urlsafe(24), source, ts, ts))
+             secrets.token_urlsafe(24), source, ts, ts, self._bmc_json(spec.bmc)))
         self._index(db, cur.lastrowid, spec)
         self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
 
@@ -650,13 +657,20 @@ class Registry:
         """Replace a node's description (state, token and history stay)."""
         db.execute(
             "UPDATE nodes SET mac=?, hostname=?, ip=?, interface=?, aliases=?, roles=?, nics=?,"
-            " disk_bytes=?, firmware=?, source=?, updated_at=? WHERE id=?",
+            " disk_bytes=?, firmware=?, source=?, updated_at=?, bmc=? WHERE id=?",
             (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
              json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, spec.firmware, source, now(),
-             node_id))
+             self._bmc_json(spec.bmc), node_id))
         db.execute("DELETE FROM macs WHERE node_id = ?", (node_id,))
         db.execute("DELETE FROM names WHERE node_id = ?", (node_id,))
         self._index(db, node_id, spec)
+
+    def _bmc_json(self, bmc: Bmc | None) -> str | None:
+        if bmc is None:
+            return None
+        # a password that could not be unsealed stays unset rather than being sealed as "None"
+        sealed = self._sealer.seal(bmc.password) if bmc.password is not None else None
+        return json.dumps({"url": bmc.url, "username": bmc.username, "password": sealed})
 
     def _index(self, db: sqlite3.Connection, node_id: int, spec: NodeSpec) -> None:
         db.executemany("INSERT INTO macs (mac, node_id) VALUES (?, ?)",
@@ -679,7 +693,7 @@ class Registry:
             ev = self._conn().execute("SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1",
                                       (row["mac"],)).fetchone()
             last = self._event(ev) if ev else None
-        return _row_to_node(row, last)
+        return _row_to_node(row, last, self._sealer.unseal)
 
     def _nodes(self, rows: list[sqlite3.Row]) -> list[Node]:
         # one query for every node's last event, not one per node
@@ -688,7 +702,7 @@ class Registry:
                 "SELECT e.* FROM events e JOIN (SELECT mac, max(id) AS id FROM events GROUP BY mac) l"
                 " ON e.id = l.id"):
             last[ev["mac"]] = self._event(ev)
-        return [_row_to_node(r, last.get(r["mac"])) for r in rows]
+        return [_row_to_node(r, last.get(r["mac"]), self._sealer.unseal) for r in rows]
 
 
 def _find_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
@@ -732,14 +746,23 @@ _SINCE_INSTALL = ("SELECT * FROM events WHERE mac = ? AND id > coalesce((SELECT 
                   " WHERE mac = ? AND type = 'installed'), 0) ORDER BY id")
 
 
-def _row_to_node(row: sqlite3.Row, last: Event | None) -> Node:
+def _row_to_node(row: sqlite3.Row, last: Event | None,
+                 unseal: Callable[[str], str | None] | None = None) -> Node:
     spec = NodeSpec(
         mac=row["mac"], hostname=row["hostname"], ip=row["ip"], roles=tuple(json.loads(row["roles"])),
         interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
         nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"],
-        firmware=row["firmware"])
+        firmware=row["firmware"], bmc=_bmc_from(row["bmc"], unseal))
     return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"],
                 row["firstboot_hash"], row["source"], row["created_at"], row["updated_at"], last, row["version"])
+
+
+def _bmc_from(text: str | None, unseal: Callable[[str], str | None] | None) -> Bmc | None:
+    if not text:
+        return None
+    d = json.loads(text)
+    sealed = d.get("password")
+    return Bmc(d["url"], d["username"], unseal(sealed) if sealed and unseal else None)
 
 
 def _nics_json(nics: tuple[Nic, ...]) -> str:

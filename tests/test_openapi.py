@@ -59,8 +59,12 @@ def _check(doc, path, method, resp):
         _validator(doc, spec["content"][ctype]["schema"]).validate(resp.get_json())
 
 
-def test_real_responses_match_the_documented_ones(client, admin, doc, imported, state_dir, registry):
+def test_real_responses_match_the_documented_ones(client, admin, doc, imported, state_dir, registry, monkeypatch):
     node = "/api/v1/nodes/{mac}"
+    power = "/api/v1/nodes/{mac}/power"
+    # libvirt's test driver, in this process: its domain "test" is the BMC of a libvirt:// node
+    monkeypatch.setenv("PROVISIONER_LIBVIRT_URI", "test:///default")
+    lab_bmc = {"url": "libvirt://test", "username": "u", "password": "p"}
     events = "/api/v1/nodes/{mac}/events"
     rebuild = "/api/v1/nodes/{mac}/rebuild"
     (state_dir / "bootfiles").mkdir()
@@ -163,6 +167,27 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
                            headers={"Authorization": f"Bearer {firstboot['token']}"})),
         ("/api/v1/nodes/{mac}/config", "get", lambda: client.get(
             "/api/v1/nodes/52:54:00:0c:00:04/config", headers={"Authorization": f"Bearer {firstboot['token']}"})),
+        ("/api/v1/nodes", "post", lambda: client.post("/api/v1/nodes", headers=admin, json=new_node(
+            mac="52:54:00:aa:00:20", hostname="compute20", ip="192.168.0.20", bmc=lab_bmc))),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/power", json={"action": "status"},
+                                            headers=admin)),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/power", json={"action": "dance"},
+                                            headers=admin)),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/power", json={"action": "off"})),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:99/power", json={"action": "off"},
+                                            headers=admin)),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:01/power", json={"action": "off"},
+                                            headers=admin)),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/rebuild", json={"power_cycle": True},
+                                              headers=admin)),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:0c:00:01/rebuild", json={"power_cycle": True},
+                                              headers=admin)),
+        (node, "patch", lambda: client.patch("/api/v1/nodes/52:54:00:aa:00:20", json={"bmc": {"url": "libvirt://gone"}},
+                                             headers=admin)),
+        (power, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/power", json={"action": "status"},
+                                            headers=admin)),
+        (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/rebuild", json={"power_cycle": True},
+                                              headers=admin)),
         ("/ks/{mac}", "get", lambda: only_to_its_address() or client.get("/ks/52:54:00:0c:00:01")),
     ]
     seen = set()
