@@ -244,7 +244,9 @@ def nodes_change(mac, firmware):
         raise click.UsageError("nothing to change: give --firmware, or --bmc, --bmc-user, --bmc-password-file "
                                "or --no-bmc")
     node = node_ops.change(ctx.site, ctx.registry, canonical_mac(mac), data)
-    click.echo(f"changed {node.hostname} ({node.mac}): firmware {node.spec.firmware or 'to be learned'}")
+    bmc = node.spec.bmc.url if node.spec.bmc else "none"
+    click.echo(f"changed {node.hostname} ({node.mac}): firmware {node.spec.firmware or 'to be learned'}, "
+               f"BMC {bmc}")
 
 
 @nodes.command("list")
