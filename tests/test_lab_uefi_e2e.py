@@ -190,3 +190,109 @@ def test_lab_installs_a_uefi_and_a_secure_boot_node_and_boots_them_from_disk(tmp
         time.sleep(1)
     assert set(live({"qemu-system-x86", "dnsmasq"})) <= before
     shutil.rmtree(work, ignore_errors=True)
+
+
+# -- UEFI HTTP Boot with a real firmware -----------------------------------------------------------
+
+HTTP_MAC = "52:54:00:0c:00:03"      # compute3 of the embedded site
+
+
+def http_boot_qemu(varstore: Path, console: Path) -> list[str]:
+    return ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "768",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / 'OVMF_CODE_4M.fd'}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={varstore}",
+            # no PXE boot options at all: what boots must be OVMF's HTTP Boot (its UEFI HTTPv4 option)
+            "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+            "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
+            "-display", "none", "-serial", f"file:{console}", "-monitor", "none", "-no-reboot",
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            # OVMF's own virtio-net driver and HTTP stack, not an iPXE option ROM
+            "-device", f"virtio-net-pci,netdev=n0,mac={HTTP_MAC},romfile=,bootindex=1"]
+
+
+@pytest.mark.skipif(not (can_make_namespaces() and shutil.which("qemu-system-x86_64") and shutil.which("dnsmasq")
+                         and (OVMF / "OVMF_CODE_4M.fd").exists()
+                         and os.path.exists("/usr/lib/shim/shimx64.efi.signed")
+                         and os.path.exists("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")),
+                    reason="needs root, qemu, ovmf, shim-signed, grub-efi-amd64-signed, dnsmasq")
+def test_uefi_http_boot_fetches_the_shim_and_grub_by_url_with_no_tftp(tmp_path):
+    from tests.bootimage import MARKER as CMDLINE, build_initrd, debian_kernel, have_boot_tools
+    from tests.conftest import make_tree
+    if not have_boot_tools():
+        pytest.skip("needs busybox-static, cpio and a Debian kernel")
+    state = tmp_path / "state"
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), *args],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    run("bootfiles", "import")
+    initrd = build_initrd(tmp_path / "initrd.img")
+    run("distro", "import", "--from", str(make_tree(tmp_path / "tree", kernel=debian_kernel().read_bytes(),
+                                                       initrd=initrd.read_bytes())))
+    (tmp_path / "dnsmasq.conf").write_text(run("dnsmasq-config", "--interface", "br0", "--no-ipxe"))
+    varstore = tmp_path / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF / "OVMF_VARS_4M.fd", varstore)
+    console = tmp_path / "console.log"
+    started = time.monotonic()
+    with namespaces(1) as (ns,):
+        ns.bridge("br0", "192.168.0.254/24")
+        ns.tap("tap0", "br0")
+        service_log = open(tmp_path / "service.log", "w")
+        # no TFTP server anywhere in this namespace: whatever the firmware loads comes over HTTP
+        service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
+                            "--http", "192.168.0.254:8080", "--no-tftp"],
+                           stdout=service_log, stderr=subprocess.STDOUT)
+        dnsmasq_log = open(tmp_path / "dnsmasq.log", "w")
+        dnsmasq = ns.popen(["dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(tmp_path / "dnsmasq.conf"),
+                            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
+                           stdout=dnsmasq_log, stderr=subprocess.STDOUT)
+        qemu = None
+        try:
+            deadline = time.monotonic() + 30
+            while ns.run("curl", "-sf", "http://192.168.0.254:8081/bootfiles/shimx64.efi", "-o", "/dev/null",
+                         check=False).returncode:
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.5)
+            qemu = ns.popen(http_boot_qemu(varstore, console), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and qemu.poll() is None:
+                text = console.read_text(errors="replace") if console.exists() else ""
+                if CMDLINE in text or "grub> " in text:     # the kernel, or GRUB's prompt: the end
+                    break
+                time.sleep(0.5)
+        finally:
+            for p in (qemu, dnsmasq, service):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
+            service_log.close()
+            dnsmasq_log.close()
+    print(f"UEFI HTTP Boot: {time.monotonic() - started:.0f} s")
+    text = console.read_text(errors="replace") if console.exists() else ""
+    log = (tmp_path / "service.log").read_text()
+    # the firmware asked as an HTTP Boot client and was answered with the shim's URL (option 60 said
+    # HTTPClient back), fetched it from the boot port, and the shim fetched GRUB beside it: no TFTP
+    # server runs here and OVMF has no PXE option, so whatever started came over HTTP
+    dhcp = (tmp_path / "dnsmasq.log").read_text()
+    assert "HTTPClient" in dhcp and "http://192.168.0.254:8081/bootfiles/shimx64.efi" in dhcp, dhcp[-2000:]
+    assert "UEFI HTTPv4" in text and "URI: http://192.168.0.254:8081/bootfiles/shimx64.efi" in text, text[-3000:]
+    assert "UEFI PXEv4" not in text
+    assert "Welcome to GRUB!" in text, text[-3000:]
+    grub = (state / "bootfiles" / "grubx64.efi").read_bytes()
+    if b"HTTP/1.1" in grub:
+        # a GRUB that speaks HTTP: it takes its server from the firmware's URI device path
+        # ((http,192.168.0.254:8081)) and must reach the kernel
+        assert CMDLINE in text, text[-3000:] + "\n--- service ---\n" + log[-3000:]
+        line = next(ln for ln in text.splitlines() if CMDLINE in ln)
+        assert f"inst.ks=http://192.168.0.254:8081/ks/{HTTP_MAC}" in line
+    else:
+        # Debian 12's network GRUB (signed grubnetx64 and the unsigned monolithic one alike) has
+        # no http module built in: it sets $prefix to (http,192.168.0.254:8081)/grub from the
+        # device path, but cannot open it, never asks for its config and stops at its prompt.
+        # A signed GRUB cannot load http.mod under Secure Boot, and none could fetch it over
+        # HTTP anyway. README, "UEFI and Secure Boot", says what works instead.
+        assert CMDLINE not in text and text.rstrip().endswith("grub>"), text[-3000:]
+        assert "asked grub/grub.cfg" not in log
