@@ -4,8 +4,10 @@ Full mode answers only registered NICs (`static` range: an unknown machine gets 
 it cannot be installed by accident). Proxy mode leaves addresses to another DHCP server and only
 adds the boot information. The boot file follows the client: BIOS PXE gets lpxelinux.0, UEFI
 x86-64 gets the signed shim (which fetches grubx64.efi from the same place: Secure Boot holds
-from the firmware to the kernel), UEFI HTTP Boot clients (vendor class HTTPClient) get the shim
-by URL from the boot port with no TFTP, and iPXE (by its user class) is sent to /boot.ipxe.
+from the firmware to the kernel), UEFI HTTP Boot clients (vendor class HTTPClient) get, by URL
+from the boot port with no TFTP, the GRUB `bootfiles import` builds with http (unsigned: Debian's
+network GRUB cannot speak HTTP, so no Secure Boot over HTTP Boot), and iPXE (by its user class)
+is sent to /boot.ipxe.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlparse
 
+from provisioner.bootfiles import HTTP_GRUB
 from provisioner.config import Site
 from provisioner.registry import Node
 
@@ -23,6 +26,7 @@ EFI_LOADER = "shimx64.efi"
 # UEFI HTTP Boot (UEFI 2.5+, 24.7): the firmware's DHCP Discover carries vendor class
 # "HTTPClient:Arch:00016..." and takes an answer only if it says HTTPClient back in option 60
 HTTP_CLIENT = "HTTPClient"
+HTTP_LOADER = HTTP_GRUB
 
 
 def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = None,
@@ -58,7 +62,7 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
             f'pxe-service={not_ipxe}x86PC,"Network install (BIOS)",{BIOS_LOADER.removesuffix(".0")},{server_ip}',
             f'pxe-service={not_ipxe}X86-64_EFI,"Network install (UEFI)",{EFI_LOADER},{server_ip}',
             # proxy DHCP cannot answer HTTP Boot (no PXE menu for it): the boot file itself
-            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{EFI_LOADER}",
+            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{HTTP_LOADER}",
         ]
     else:
         out += [
@@ -75,7 +79,7 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
         out += [
             f"dhcp-boot={not_ipxe}tag:!efi-x86_64,tag:!httpboot,{BIOS_LOADER},,{server_ip}",
             f"dhcp-boot={not_ipxe}tag:efi-x86_64,tag:!httpboot,{EFI_LOADER},,{server_ip}",
-            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{EFI_LOADER}",
+            f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{HTTP_LOADER}",
         ]
     out.append(f"dhcp-option-force=tag:httpboot,option:vendor-class,{HTTP_CLIENT}")
     if ipxe:

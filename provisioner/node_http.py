@@ -76,6 +76,7 @@ class NodeHttp:
             ("GET", re.compile(rf"/ipxe/{_MAC}"), self.ipxe),
             ("GET", re.compile(rf"/pxelinux\.cfg/01-{_MAC}"), self.loader_config),
             ("GET", re.compile(rf"/grub/grub\.cfg-01-{_MAC}"), self.loader_config),
+            ("GET", re.compile(r"/grub/grub\.cfg"), self.grub_generic),
             ("GET", re.compile(r"/(?:boot|bootfiles)/.+"), self.static_file),
             ("GET", re.compile(r"/mirror/.+"), self.mirror_file),
         ]
@@ -258,6 +259,12 @@ class NodeHttp:
         if mac is None:
             return Reply.text("not found\n", 404)
         return Reply.text(self.boot.render(kind, mac, m.group(0), "http").text)
+
+    def grub_generic(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
+        """GRUB's first request over HTTP (HTTP Boot): the generic config, as TFTP answers it. A
+        404's body would not do: GRUB 2.06 runs whatever body it gets as a script."""
+        log.info("boot http %s: asked %s, answered the generic config (on to grub.cfg-01-<mac>)", peer, m.group(0))
+        return Reply.text(self.boot.grub_generic())
 
     def static_file(self, m: re.Match, *_) -> Reply:
         """Kernels, initrds and loaders, by the same rules as over TFTP."""

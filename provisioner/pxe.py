@@ -97,6 +97,11 @@ class Boot:
             return {"kernel": f"{root}/boot/{distro}/vmlinuz", "initrd": f"{root}/boot/{distro}/initrd.img"}
         return {"kernel": f"/boot/{distro}/vmlinuz", "initrd": f"/boot/{distro}/initrd.img"}
 
+    def grub_generic(self) -> str:
+        """GRUB's generic config name (asked first over HTTP, or when the per-MAC one was not):
+        a redirect to the per-MAC config beside it."""
+        return self.ctx.renderer.env.get_template("grub-generic.j2").render()
+
     # -- TFTP -------------------------------------------------------------------------------
 
     def tftp_resolve(self, name: str, peer: tuple[str, int]) -> Resolved:
@@ -115,7 +120,7 @@ class Boot:
         if rel.startswith("pxelinux.cfg/"):
             return Resolved(why="no such config (per-MAC names only)")
         if _GRUB_GENERIC.fullmatch(rel):
-            return Resolved(data=self.ctx.renderer.env.get_template("grub-generic.j2").render().encode())
+            return Resolved(data=self.grub_generic().encode())
         m = _DISTRO_FILE.fullmatch(rel)
         if m:
             path = distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))

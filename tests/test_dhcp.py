@@ -29,6 +29,8 @@ def test_config_lines(registry, site):
     assert "dhcp-boot=tag:!ipxe,tag:!efi-x86_64,tag:!httpboot,lpxelinux.0,,192.168.0.254" in text
     assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,tag:!httpboot,shimx64.efi,,192.168.0.254" in text
     assert "dhcp-boot=tag:ipxe,http://192.168.0.254:8081/boot.ipxe" in text
+    # UEFI HTTP Boot: the GRUB with http that `bootfiles import` builds, by URL from the boot port
+    assert "dhcp-boot=tag:httpboot,http://192.168.0.254:8081/bootfiles/grubx64-http.efi" in text
     proxy = dnsmasq_config(site, registry.list(), proxy=True)
     assert "dhcp-range=192.168.0.0,proxy,255.255.255.0" in proxy and "static" not in proxy
     assert 'pxe-service=tag:!ipxe,x86PC,"Network install (BIOS)",lpxelinux,192.168.0.254' in proxy
