@@ -782,37 +782,6 @@ def mirror_sync(verify, concurrency):
         sys.exit(1)
 
 
-@main.group()
-def mirror():
-    """The local copy of the install tree and repos the boot server serves (README, "Mirror")."""
-
-
-@mirror.command("sync")
-@common_options
-@click.option("--verify", is_flag=True, help="Hash every file already in the mirror again, not only "
-              "those no earlier run recorded as verified.")
-@click.option("--concurrency", type=click.IntRange(1, 32), default=None,
-              help="Downloads at once. Default: the site's mirror.concurrency.")
-@fail_cleanly
-def mirror_sync(verify, concurrency):
-    """Fetch os.install_tree and os.repos from os.mirror into the state directory, verified
-    against .treeinfo, repomd.xml and primary; a second run fetches only what is missing."""
-    from provisioner.config import load_site
-    from provisioner.mirror import SyncError, sync
-    state_dir, site = _settings()
-    try:
-        result = sync(load_site(site), state_dir, echo=lambda line: click.echo(line, err=True),
-                      verify=verify, concurrency=concurrency)
-    except SyncError as e:
-        raise click.ClickException(str(e)) from None
-    for failure in result.failures:
-        click.echo(f"failed: {failure}", err=True)
-    click.echo(f"mirror: {result.fetched} files fetched ({result.bytes} bytes), {result.present} already "
-               f"here, {len(result.failures)} failed, from {len(result.sources)} sources")
-    if result.failures:
-        sys.exit(1)
-
-
 @main.command("dnsmasq-config")
 @common_options
 @click.option("--interface", default=None, help="Serve DHCP on this interface only.")
