@@ -19,7 +19,7 @@ from provisioner.config import machine_ifname
 from provisioner.lifecycle import Decision, decide
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_url
-from provisioner.tftp import ERR_NOT_FOUND, Resolved, safe_static_path
+from provisioner.tftp import ERR_NOT_FOUND, Resolved
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ names for every step."""
 import re
 import shlex
 import shutil
-from pathlib import Path
 
 import pytest
 from cryptography import x509
