@@ -6,14 +6,13 @@ inst.ks= URL there."""
 import os
 import shutil
 import subprocess
-import sys
-import time
 
 import pytest
 
 from tests.bootimage import MARKER, build_initrd, debian_kernel, have_boot_tools
 from tests.conftest import make_tree
-from tests.netns import can_make_namespaces, namespaces
+from tests.netboot import install_network, provisioner, wait_for
+from tests.netns import can_make_namespaces
 
 ROM = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 pytestmark = pytest.mark.skipif(
@@ -24,52 +23,22 @@ pytestmark = pytest.mark.skipif(
 MAC = "52:54:00:0c:00:02"
 
 
-def cli(state, *args):
-    return subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), *args],
-                          capture_output=True, text=True, check=True).stdout
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_qemu_pxe_boots_through_the_service_to_the_installer_command_line(tmp_path):
     state = tmp_path / "state"
     initrd = build_initrd(tmp_path / "initrd.img")
     tree = make_tree(tmp_path / "tree", kernel=debian_kernel().read_bytes(), initrd=initrd.read_bytes())
-    cli(state, "bootfiles", "import")
-    cli(state, "distro", "import", "--from", str(tree))
-    conf = cli(state, "dnsmasq-config", "--interface", "br0", "--no-ipxe")
-    (tmp_path / "dnsmasq.conf").write_text(conf)
+    provisioner(state, "bootfiles", "import")
+    provisioner(state, "distro", "import", "--from", str(tree))
     console = tmp_path / "console.log"
 
-    with namespaces(1) as (ns,):
-        ns.bridge("br0", "192.168.0.254/24")
-        ns.tap("tap0", "br0")
-        service_log = open(tmp_path / "service.log", "w")
-        service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
-                            "--http", "192.168.0.254:8080", "--tftp", "192.168.0.254:69"],
-                           stdout=service_log, stderr=subprocess.STDOUT)
-        dnsmasq = ns.popen(["dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(tmp_path / "dnsmasq.conf"),
-                            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        qemu = None
+    with install_network(tmp_path, state) as ns:
+        qemu = ns.popen(["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", "512",
+                         "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
+                         "-no-reboot", "-boot", "n",
+                         "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                         "-device", f"e1000,netdev=n0,mac={MAC},romfile={ROM}"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            def service_up():
-                r = ns.run("curl", "-sf", "http://192.168.0.254:8080/api/v1/openapi.json", check=False)
-                return r.returncode == 0
-            wait_for(service_up, 30, "the service")
-            qemu = ns.popen(["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", "512",
-                             "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
-                             "-no-reboot", "-boot", "n",
-                             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                             "-device", f"e1000,netdev=n0,mac={MAC},romfile={ROM}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_for(lambda: console.exists() and MARKER in console.read_text(errors="replace")
                      or qemu.poll() is not None, 300, "the initrd's command line on the serial console")
             text = console.read_text(errors="replace")
@@ -79,10 +48,8 @@ def test_qemu_pxe_boots_through_the_service_to_the_installer_command_line(tmp_pa
             assert f"ifname=nic1:{MAC}" in line and " inst.cmdline" in line
             assert f"BOOTIF=01-{MAC.replace(':', '-')}" in line
         finally:
-            for p in (qemu, dnsmasq, service):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
-            service_log.close()
+            if qemu.poll() is None:
+                qemu.kill()
+                qemu.wait()
         log = (tmp_path / "service.log").read_text()
         assert f"boot tftp 192.168.0.2 {MAC} (compute2): asked pxelinux.cfg/01-52-54-00-0c-00-02, answered install" in log

@@ -12,7 +12,6 @@ disk run under plain UEFI (tests/test_uefi.py): under Secure Boot they add only 
 import hashlib
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from provisioner import bootfiles, distros
 from provisioner.dhcp import dnsmasq_config
 from tests.bootimage import MARKER, build_initrd, debian_kernel, have_boot_tools
 from tests.conftest import make_tree
-from tests.netns import can_make_namespaces, namespaces
+from tests.netboot import install_network, provisioner, wait_for
+from tests.netns import can_make_namespaces
 
 OVMF = Path("/usr/share/OVMF")
 SB_CODE, SB_VARS = OVMF / "OVMF_CODE_4M.ms.fd", OVMF / "OVMF_VARS_4M.ms.fd"
@@ -35,11 +35,11 @@ def test_uefi_clients_are_sent_the_shim_and_http_boot_clients_a_url(site):
     text = dnsmasq_config(site, [], interface="br0", ipxe=False)
     assert "dhcp-boot=tag:efi-x86_64,tag:!httpboot,shimx64.efi,,192.168.0.254" in text
     assert "dhcp-vendorclass=set:httpboot,HTTPClient" in text
-    assert "dhcp-boot=tag:httpboot,http://192.168.0.254:8081/bootfiles/shimx64.efi" in text
+    assert "dhcp-boot=tag:httpboot,http://192.168.0.254:8081/bootfiles/grubx64-http.efi" in text
     assert "dhcp-option-force=tag:httpboot,option:vendor-class,HTTPClient" in text
     proxy = dnsmasq_config(site, [], proxy=True)
     assert 'X86-64_EFI,"Network install (UEFI)",shimx64.efi,192.168.0.254' in proxy
-    assert "dhcp-boot=tag:httpboot,http://192.168.0.254:8081/bootfiles/shimx64.efi" in proxy
+    assert "dhcp-boot=tag:httpboot,http://192.168.0.254:8081/bootfiles/grubx64-http.efi" in proxy
 
 
 def _state_with_loaders(tmp_path: Path) -> Path:
@@ -114,11 +114,6 @@ def _ready() -> bool:
             and SB_CODE.exists() and SB_VARS.exists() and SHIM.exists() and GRUB.exists() and have_boot_tools())
 
 
-def _cli(state, *args):
-    return subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), *args],
-                          capture_output=True, text=True, check=True).stdout
-
-
 @pytest.mark.skipif(not _ready(), reason="needs root, qemu-system-x86, ovmf, shim-signed, grub-efi-amd64-signed, "
                                          "dnsmasq, busybox-static, a Debian kernel")
 def test_secure_boot_reaches_the_signed_kernels_command_line(tmp_path):
@@ -126,32 +121,19 @@ def test_secure_boot_reaches_the_signed_kernels_command_line(tmp_path):
     initrd = build_initrd(tmp_path / "initrd.img")
     kernel = debian_kernel()
     tree = make_tree(tmp_path / "tree", kernel=kernel.read_bytes(), initrd=initrd.read_bytes())
-    imported = _cli(state, "bootfiles", "import")
+    imported = provisioner(state, "bootfiles", "import")
     assert f"shimx64.efi <- {SHIM}" in imported and f"grubx64.efi <- {GRUB}" in imported
-    _cli(state, "distro", "import", "--from", str(tree))
-    (tmp_path / "dnsmasq.conf").write_text(_cli(state, "dnsmasq-config", "--interface", "br0", "--no-ipxe"))
+    provisioner(state, "distro", "import", "--from", str(tree))
     varstore = tmp_path / "OVMF_VARS.fd"
     shutil.copyfile(SB_VARS, varstore)
     console = tmp_path / "console.log"
 
-    with namespaces(1) as (ns,):
-        ns.bridge("br0", "192.168.0.254/24")
-        ns.tap("tap0", "br0")
-        service_log = open(tmp_path / "service.log", "w")
-        service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
-                            "--http", "192.168.0.254:8080", "--tftp", "192.168.0.254:69"],
-                           stdout=service_log, stderr=subprocess.STDOUT)
-        dnsmasq = ns.popen(["dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(tmp_path / "dnsmasq.conf"),
-                            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        qemu = None
+    with install_network(tmp_path, state) as ns:
         started = time.monotonic()
+        qemu = ns.popen(secure_boot_qemu(varstore, console), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait(lambda: ns.run("curl", "-sf", "http://192.168.0.254:8080/api/v1/openapi.json",
-                                 check=False).returncode == 0, 30, "the service")
-            qemu = ns.popen(secure_boot_qemu(varstore, console), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait(lambda: console.exists() and MARKER in console.read_text(errors="replace")
-                  or qemu.poll() is not None, 240, "the signed kernel's command line on the serial console")
+            wait_for(lambda: console.exists() and MARKER in console.read_text(errors="replace")
+                     or qemu.poll() is not None, 240, "the signed kernel's command line on the serial console")
             text = console.read_text(errors="replace")
             print(f"secure boot to the command line: {time.monotonic() - started:.0f} s")
             assert MARKER in text, text[-3000:]
@@ -159,16 +141,14 @@ def test_secure_boot_reaches_the_signed_kernels_command_line(tmp_path):
             assert f"inst.ks=http://192.168.0.254:8081/ks/{MAC}" in line
             assert "Secure boot enabled" in text        # the kernel saw the firmware enforcing it
         finally:
-            for p in (qemu, dnsmasq, service):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
-            service_log.close()
+            if qemu.poll() is None:
+                qemu.kill()
+                qemu.wait()
     log = (tmp_path / "service.log").read_text()
     # Debian's GRUB writes the MAC with colons, in its prefix directory
     assert f"boot tftp 192.168.0.3 {MAC} (compute3): asked grub/grub.cfg-01-{MAC}, answered install" in log
     # the loader that asked told the service the machine's firmware
-    assert '"firmware": "uefi"' in _cli(state, "nodes", "show", MAC)
+    assert '"firmware": "uefi"' in provisioner(state, "nodes", "show", MAC)
 
 
 def secure_boot_qemu(varstore: Path, console: Path) -> list[str]:
@@ -183,13 +163,3 @@ def secure_boot_qemu(varstore: Path, console: Path) -> list[str]:
             # OVMF's own virtio-net driver: QEMU's iPXE option ROMs are unsigned, and Secure Boot
             # would refuse to run them
             "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"]
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-

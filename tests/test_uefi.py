@@ -16,6 +16,7 @@ import pytest
 from provisioner import lab, rehearsal, storage
 from provisioner.dhcp import dnsmasq_config
 from tests.conftest import REPORT_COMPUTE_DISK, REPORT_CONTROLLER_DISK
+from tests.netboot import install_network, provisioner
 from tests.netns import can_make_namespaces, namespaces
 
 ESP = storage.ESP_MIB
@@ -250,10 +251,7 @@ def test_uefi_machine_installs_table1_on_gpt_with_an_esp_and_boots_from_its_disk
     state = tmp_path / "state"
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), *args],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
+        return provisioner(state, *args)
 
     cli("bootfiles", "import")
     cli("distro", "import", "--from", str(rehearsal.make_tree(tmp_path)))
@@ -262,30 +260,15 @@ def test_uefi_machine_installs_table1_on_gpt_with_an_esp_and_boots_from_its_disk
     disk_bytes = REPORT_COMPUTE_DISK + 1024 * storage.MIB
     cli("nodes", "add", "--mac", VM_MAC, "--hostname", "compute5", "--ip", "192.168.0.6", "--role", "compute",
         "--interface", "eth1", "--disk-bytes", str(disk_bytes))
-    (tmp_path / "dnsmasq.conf").write_text(cli("dnsmasq-config", "--interface", "br0", "--no-ipxe"))
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), str(disk_bytes)], check=True)
     varstore = tmp_path / "OVMF_VARS.fd"
     shutil.copyfile(OVMF_VARS, varstore)
     console = tmp_path / "console.log"
     started = time.monotonic()
-    with namespaces(1) as (ns,):
-        ns.bridge("br0", "192.168.0.254/24")
-        ns.tap("tap0", "br0")
-        service_log = open(tmp_path / "service.log", "w")
-        service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
-                            "--http", "192.168.0.254:8080", "--tftp", "192.168.0.254:69"],
-                           stdout=service_log, stderr=subprocess.STDOUT)
-        dnsmasq = ns.popen(["dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(tmp_path / "dnsmasq.conf"),
-                            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        qemu = None
+    with install_network(tmp_path, state) as ns:
+        qemu = ns.popen(uefi_qemu(varstore, disk, console), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while ns.run("curl", "-sf", "http://192.168.0.254:8080/api/v1/openapi.json", check=False).returncode:
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.5)
-            qemu = ns.popen(uefi_qemu(varstore, disk, console), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 230
             while time.monotonic() < deadline and qemu.poll() is None:
                 text = console.read_text(errors="replace") if console.exists() else ""
@@ -295,11 +278,9 @@ def test_uefi_machine_installs_table1_on_gpt_with_an_esp_and_boots_from_its_disk
                     break
                 time.sleep(1)
         finally:
-            for p in (qemu, dnsmasq, service):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
-            service_log.close()
+            if qemu.poll() is None:
+                qemu.kill()
+                qemu.wait()
     print(f"UEFI install and boot from disk: {time.monotonic() - started:.0f} s")
     text = console.read_text(errors="replace")
     assert "rehearsal: installed; rebooting" in text, text[-3000:]
@@ -320,7 +301,8 @@ def test_uefi_machine_installs_table1_on_gpt_with_an_esp_and_boots_from_its_disk
 
 def test_dnsmasq_answers_an_http_boot_client_with_a_url(tmp_path, registry, site):
     """A real DHCP client that says HTTPClient (as UEFI HTTP Boot firmware does) gets the
-    shim's URL on the boot port and option 60 back; a PXE client on the same network still gets TFTP."""
+    URL of the HTTP-capable GRUB on the boot port and option 60 back; a PXE client on the same
+    network still gets TFTP and the shim."""
     from tests.test_dhcp import _dnsmasq, _lease
     if not can_make_namespaces() or not shutil.which("dnsmasq") or not Path("/bin/busybox").exists():
         pytest.skip("needs root, dnsmasq and busybox")
@@ -333,7 +315,7 @@ def test_dnsmasq_answers_an_http_boot_client_with_a_url(tmp_path, registry, site
             time.sleep(0.5)
             http = _lease(client, tmp_path, "-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010")
             assert http is not None
-            assert http["boot_file"] == "http://192.168.0.254:8081/bootfiles/shimx64.efi"
+            assert http["boot_file"] == "http://192.168.0.254:8081/bootfiles/grubx64-http.efi"
             efi = _lease(client, tmp_path, "-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
             assert efi["boot_file"] == "shimx64.efi" and efi["siaddr"] == "192.168.0.254"
         finally:
