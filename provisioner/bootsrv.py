@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from provisioner.http.loop import Conn, HttpServer, Limits, Request, Response, listening_socket
+from provisioner.http.loop import Conn, Deferred, HttpServer, Limits, Request, Response, listening_socket
 from provisioner.node_http import Reply
 
 __all__ = ["BootServer", "listening_socket", "Limits"]
@@ -36,8 +36,13 @@ log = logging.getLogger(__name__)
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
-class BootServer(HttpServer):
+class BootServer(Deferred, HttpServer):
     thread_name = "boot-http"
+    pool_name = "boot-write"
+    # Callbacks write to the registry, and `installed` waits for the disk (fsync) before it is
+    # answered: on the loop, each would hold every kickstart and kernel behind it. A few threads
+    # are enough, as writers take turns on the registry's lock anyway.
+    pool_threads = 4
 
     def __init__(self, answer: Callable[..., Reply], host: str = "127.0.0.1", port: int = 0, *,
                  sock: socket.socket | None = None, after_round: Callable[[], None] | None = None,
@@ -45,9 +50,11 @@ class BootServer(HttpServer):
         """answer(method, path, body, authorization, peer) -> Reply; admit(method, path,
         authorization, peer) -> Reply | None, before the body is read: a Reply refuses."""
         super().__init__(host, port, sock=sock, limits=limits, bulk=True)
+        self._init_deferred()
         self.answer = answer
         self.admit_head = admit
         self.after_round = after_round      # e.g. write what a round of answers noted, in one go
+        self._round_pending = False         # one write of noted fetches queued at a time
 
     def admit(self, c: Conn, request: Request) -> Response | None:
         if request.method not in ("GET", "HEAD", "POST"):
@@ -63,6 +70,9 @@ class BootServer(HttpServer):
 
     def handle(self, c: Conn, request: Request, body: bytes) -> None:
         method = request.method
+        if method == "POST":
+            self.defer(c, lambda: _response(self._answer(request, body, c.peer[0])))
+            return
         try:
             reply = self.answer(method, request.path, body, request.header(b"authorization"), c.peer[0])
         except Exception:   # one request's trouble is that request's 500, never the loop's
@@ -73,15 +83,28 @@ class BootServer(HttpServer):
         else:
             self.send(c, _response(reply), head_only=method == "HEAD")
 
+    def _answer(self, request: Request, body: bytes, peer: str) -> Reply:
+        try:
+            return self.answer(request.method, request.path, body, request.header(b"authorization"), peer)
+        except Exception:   # one request's trouble is that request's 500, never the loop's
+            log.exception("boot http: %s %s failed", request.method, request.target[:200])
+            return Reply.text("internal error\n", 500)
+
     def end_round(self) -> None:
         """Write what this round's answers noted, in one transaction: in a storm, a round holds
         dozens of kickstart fetches. (The answers went out as they were made: waiting for the
-        commit cost more latency than the registry lagging them by a round is worth.)"""
-        if self.after_round:
-            try:
-                self.after_round()
-            except Exception:
-                log.exception("boot http: after a round of requests")
+        commit cost more latency than the registry lagging them by a round is worth.) On the
+        pool: the commit may wait for a callback's fsync, and the loop must not."""
+        if self.after_round and not self._round_pending:
+            self._round_pending = True
+            self.defer_task(self._after_round)
+
+    def _after_round(self) -> None:
+        self._round_pending = False
+        try:
+            self.after_round()
+        except Exception:
+            log.exception("boot http: after a round of requests")
 
     def _send_file(self, c: Conn, path: Path, head_only: bool, range_header: str | None) -> None:
         try:

@@ -41,8 +41,10 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Callable
 from urllib.parse import unquote
 
 import h11
@@ -664,3 +666,75 @@ def _drain_wakeups(sock: socket.socket) -> None:
             pass
     except (BlockingIOError, InterruptedError):
         pass
+
+
+class Deferred:
+    """For an HttpServer whose answers may block (the Flask app; a callback that waits for the
+    disk): they run on a bounded pool, and the loop sends them when they are done, so it never
+    waits. Mix in before HttpServer; call `defer`."""
+
+    pool_threads = 4
+    pool_name = "http"
+
+    def _init_deferred(self, threads: int | None = None) -> None:
+        self.pool_threads = threads or self.pool_threads
+        self._pool: ThreadPoolExecutor | None = None    # made in start(): no thread before then
+        self._done: queue.SimpleQueue[tuple[Conn, Response, bool]] = queue.SimpleQueue()
+        self._done_r, self._done_w = _wake_pair()
+        self._sel.register(self._done_r, 1, self._take_done)
+
+    def start(self):
+        self._pool = ThreadPoolExecutor(self.pool_threads, thread_name_prefix=self.pool_name)
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        super().close()
+        self._done_r.close()
+        self._done_w.close()
+
+    def serve_forever(self) -> None:
+        try:
+            super().serve_forever()
+        finally:
+            self._done_r.close()
+            self._done_w.close()
+
+    def defer(self, c: Conn, answer: Callable[[], Response], head_only: bool = False) -> None:
+        self._pool.submit(self._call, c, answer, head_only)
+
+    def defer_task(self, task: Callable[[], None]) -> None:
+        """Work with no answer to send (e.g. writing what a round of requests noted)."""
+        self._pool.submit(task)
+
+    def _call(self, c: Conn, answer: Callable[[], Response], head_only: bool) -> None:
+        try:
+            response = answer()
+        except BaseException:
+            log.exception("%s: an answer failed", self.thread_name)
+            response = Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"internal error\n")
+        self._done.put((c, response, head_only))
+        try:
+            self._done_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass    # the pipe is full of wake-ups already
+        except OSError:
+            pass    # stopped meanwhile
+
+    def _take_done(self) -> None:
+        """Back on the loop: send what the pool finished."""
+        _drain_wakeups(self._done_r)
+        while True:
+            try:
+                c, response, head_only = self._done.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.send(c, response, head_only=head_only)
+            except Exception:
+                log.exception("%s: sending an answer", self.thread_name)
+                self._close(c)

@@ -18,15 +18,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import queue
 import socket
 import ssl
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 from urllib.parse import unquote_to_bytes
 
-from provisioner.http.loop import Conn, HttpServer, Limits, Request, Response, _drain_wakeups, _wake_pair
+from provisioner.http.loop import Conn, Deferred, HttpServer, Limits, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -64,42 +62,19 @@ class FileWrapper:
         self.f.close()
 
 
-class ApiServer(HttpServer):
+class ApiServer(Deferred, HttpServer):
     thread_name = "api-http"
+    pool_name = "api"
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None,
                  threads: int = 16, limits: Limits | None = None, ssl_context: ssl.SSLContext | None = None,
                  admit: Callable[[Request, str], Response | None] | None = None):
         super().__init__(host, port, sock=sock, limits=limits, ssl_context=ssl_context)
+        self._init_deferred(threads)
         self.app = app
         self.admit_head = admit
         self.threads = threads
-        self._pool: ThreadPoolExecutor | None = None    # made in start(): no thread before then
-        self._done: queue.SimpleQueue[tuple[Conn, Response, bool]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = _wake_pair()
-        self._sel.register(self._wake_r, 1, self._take_done)
         self.scheme = "https" if ssl_context else "http"
-
-    def start(self):
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="api")
-        return super().start()
-
-    def stop(self) -> None:
-        super().stop()
-        if self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        super().close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def serve_forever(self) -> None:
-        try:
-            super().serve_forever()
-        finally:
-            self._wake_r.close()
-            self._wake_w.close()
 
     def admit(self, c: Conn, request: Request) -> Response | None:
         if self.admit_head is None:
@@ -111,23 +86,9 @@ class ApiServer(HttpServer):
             return Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"internal error\n")
 
     def handle(self, c: Conn, request: Request, body: bytes) -> None:
-        self._pool.submit(self._call, c, request, body)
+        self.defer(c, lambda: self._run_app(c, request, body), head_only=request.method == "HEAD")
 
     # -- on a pool thread -----------------------------------------------------------------------
-
-    def _call(self, c: Conn, request: Request, body: bytes) -> None:
-        try:
-            response = self._run_app(c, request, body)
-        except BaseException:
-            log.exception("api: %s %s failed", request.method, request.target[:200])
-            response = Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"internal error\n")
-        self._done.put((c, response, request.method == "HEAD"))
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass    # the pipe is full of wake-ups already
-        except OSError:
-            pass    # stopped meanwhile
 
     def _run_app(self, c: Conn, request: Request, body: bytes) -> Response:
         started: list = []
@@ -202,17 +163,3 @@ class ApiServer(HttpServer):
             env[key] = f"{env[key]},{value}" if key in env else value
         return env
 
-    # -- back on the loop -----------------------------------------------------------------------
-
-    def _take_done(self) -> None:
-        _drain_wakeups(self._wake_r)
-        while True:
-            try:
-                c, response, head_only = self._done.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self.send(c, response, head_only=head_only)
-            except Exception:
-                log.exception("api: sending an answer")
-                self._close(c)
