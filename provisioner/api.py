@@ -145,7 +145,7 @@ def node_config(mac: str):
 @bp.get("/barriers/<name>")
 def barrier(name: str):
     """For readers, and for any node holding a first-boot credential (runners wait here)."""
-    if not may_read() and _ctx().registry.firstboot_node(bearer()) is None:
+    if not may_read() and not _ctx().registry.is_firstboot_credential(bearer()):
         return unauthorized("this request needs a read token or a node's first-boot credential")
     plan = load_plan()
     if name not in plan.barriers:

@@ -521,12 +521,13 @@ class Registry:
                        install_token="" if firstboot else node.install_token,
                        firstboot_hash=token_hash(firstboot) if firstboot else node.firstboot_hash), firstboot
 
-    def firstboot_node(self, token: str | None) -> Node | None:
-        """The node whose first-boot credential this is, if any node's is."""
+    def is_firstboot_credential(self, token: str | None) -> bool:
+        """Whether this is some node's live first-boot credential (runners poll barriers with it:
+        one indexed lookup, no node built)."""
         if not token:
-            return None
-        row = self._conn().execute("SELECT * FROM nodes WHERE firstboot_hash = ?", (token_hash(token),)).fetchone()
-        return None if row is None else self._node(row)
+            return False
+        return self._conn().execute("SELECT 1 FROM nodes WHERE firstboot_hash = ? LIMIT 1",
+                                    (token_hash(token),)).fetchone() is not None
 
     def events_since_install(self, mac: str) -> list[Event]:
         """The node's events after its last `installed` report (first-boot step reports)."""
