@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from provisioner.config import load_site, parse_node
-from provisioner.registry import Registry
+from provisioner.registry.db import Registry
 
 NETWORK = ipaddress.IPv4Network("172.16.0.0/16")
 

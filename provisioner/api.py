@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from provisioner import boot, nodes
+from provisioner.boot import routes as boot
+from provisioner.registry import nodes
 from provisioner.auth import admin_required, bearer, may_read, reader_required, unauthorized
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
 from provisioner.plan import barrier_status, config_env, load_plan, node_plan
-from provisioner.registry import STATES, Forbidden, NotFound, RegistryError, check_firstboot_token
+from provisioner.registry.db import STATES, Forbidden, NotFound, RegistryError, check_firstboot_token
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from provisioner import api, boot
+from provisioner import api
+from provisioner.boot import routes as boot
 from provisioner.config import Site, load_site
 from provisioner.credentials import Credentials, load_or_create
-from provisioner.registry import Registry
-from provisioner.render import Renderer
+from provisioner.registry.db import Registry
+from provisioner.render.renderer import Renderer
 from provisioner.tls import ca_pem
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,12 @@ class Context:
 
     @cached_property
     def boot(self):
-        from provisioner.pxe import Boot
+        from provisioner.boot.pxe import Boot
         return Boot(self, self.state_dir)
 
     @cached_property
     def node_http(self):
-        from provisioner.node_http import NodeHttp
+        from provisioner.boot.node_http import NodeHttp
         return NodeHttp(self)
 
 

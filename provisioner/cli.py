@@ -16,13 +16,13 @@ from pathlib import Path
 
 import click
 
-from provisioner import nodes as node_ops
+from provisioner.registry import nodes as node_ops
 from provisioner.config import DEFAULT_SITE, ConfigError
 from provisioner.credentials import load_or_create
-from provisioner.kscheck import check_kickstart
+from provisioner.render.kscheck import check_kickstart
 from provisioner.macaddr import InvalidMAC, canonical_mac
-from provisioner.registry import STATES, RegistryError
-from provisioner.storage import FIRMWARES
+from provisioner.registry.db import STATES, RegistryError
+from provisioner.render.storage import FIRMWARES
 
 
 def default_state_dir() -> Path:
@@ -313,7 +313,7 @@ def render(mac):
 @fail_cleanly
 def regenerate(out, with_diff):
     """Write every node's kickstart to OUT and report what changed since the last run."""
-    from provisioner.regenerate import regenerate as run
+    from provisioner.render.regenerate import regenerate as run
     ctx = _context()
     start = time.monotonic()
 
@@ -357,7 +357,7 @@ def validate():
 
 def _resolve(registry, names) -> list:
     """Nodes by MAC (any NIC's), host name or alias, in the order given, each once."""
-    from provisioner.registry import NotFound
+    from provisioner.registry.db import NotFound
     by_name = {}
     for n in registry.list():
         for name in (n.hostname,) + n.spec.aliases:
@@ -484,7 +484,7 @@ lab_dir_option = click.option("--work-dir", type=click.Path(file_okay=False, pat
 def _lab(uri, work_dir, **settings):
     import libvirt
 
-    from provisioner.lab import Lab, LabSettings
+    from provisioner.lab.vms import Lab, LabSettings
     ctx = _context()
     try:
         conn = libvirt.open(uri)
@@ -509,7 +509,7 @@ def _lab(uri, work_dir, **settings):
 @fail_cleanly
 def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
     """Define and start the lab's networks, disks and VMs (network boot first)."""
-    from provisioner.lab import LabError
+    from provisioner.lab.vms import LabError
     ctx, the_lab = _lab(uri, work_dir, secure_boot=secure_boot, secure_boot_nodes=frozenset(secure_boot_nodes))
     unknown = sorted(set(secure_boot_nodes) - {n.hostname for n in ctx.registry.list()})
     if unknown:
@@ -517,7 +517,8 @@ def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
     if installer == "rehearsal":
         import tempfile
 
-        from provisioner import distros, rehearsal
+        from provisioner.boot import distros
+        from provisioner.lab import rehearsal
         with tempfile.TemporaryDirectory() as tmp:
             tree = rehearsal.make_tree(Path(tmp), ctx.site.os_name, ctx.site.os_version, ctx.site.os_arch)
             distros.import_tree(ctx.state_dir, str(tree))
@@ -575,7 +576,7 @@ def lab_status(uri, work_dir):
 @fail_cleanly
 def lab_console(node, work_dir):
     """Follow a lab VM's serial console (its log file)."""
-    from provisioner.lab import LabSettings
+    from provisioner.lab.vms import LabSettings
     path = LabSettings(work_dir or default_lab_dir()).console_log(node)
     if not path.exists():
         raise click.ClickException(f"no console log for {node} at {path}")
@@ -602,7 +603,7 @@ roles_cache_option = click.option(
 
 
 def _roles_substrate(work_dir, cache_dir, recipe="full"):
-    from provisioner.lab_roles import Substrate
+    from provisioner.lab.roles import Substrate
     ctx = _context()
     return Substrate.from_site(ctx.site, ctx.registry.list(), cache_dir, work_dir, recipe=recipe,
                                progress=click.echo)
@@ -621,7 +622,7 @@ def _roles_substrate(work_dir, cache_dir, recipe="full"):
 @fail_cleanly
 def lab_roles_up(keep, recipe, boot_timeout, work_dir, cache_dir):
     """Build (or reuse) the root and boot one container per registered node. The role steps come next."""
-    from provisioner.lab_roles import SubstrateError
+    from provisioner.lab.roles import SubstrateError
     sub = _roles_substrate(work_dir, cache_dir, recipe)
     try:
         t = sub.up(boot_timeout=boot_timeout)
@@ -650,7 +651,7 @@ def lab_roles_up(keep, recipe, boot_timeout, work_dir, cache_dir):
 @fail_cleanly
 def lab_roles_down(work_dir):
     """Stop every container; remove its overlay, veths, bridges and the lab's namespaces."""
-    from provisioner.lab_roles import Substrate
+    from provisioner.lab.roles import Substrate
     if not Substrate([], None, work_dir, progress=click.echo).down():
         click.echo("nothing to take down")
 
@@ -661,7 +662,7 @@ def lab_roles_down(work_dir):
 @fail_cleanly
 def lab_roles_status(work_dir):
     """Each container's systemd state (running, degraded, stopped)."""
-    from provisioner.lab_roles import Substrate
+    from provisioner.lab.roles import Substrate
     sub = Substrate([], None, work_dir)
     states = sub.status()
     if not states:
@@ -679,7 +680,7 @@ def lab_roles_status(work_dir):
 @fail_cleanly
 def lab_roles_shell(node, work_dir):
     """A root shell inside NODE's container."""
-    from provisioner.lab_roles import Substrate, SubstrateError
+    from provisioner.lab.roles import Substrate, SubstrateError
     try:
         code = Substrate([], None, work_dir).shell(node)
     except SubstrateError as e:
@@ -697,7 +698,7 @@ def bootfiles():
 @fail_cleanly
 def bootfiles_import():
     """Copy pxelinux, GRUB (EFI) and iPXE from Debian's packages into the state directory."""
-    from provisioner.bootfiles import bootfiles_dir, import_bootfiles
+    from provisioner.boot.bootfiles import bootfiles_dir, import_bootfiles
     state_dir, _ = _settings()
     done, missing = import_bootfiles(state_dir)
     for line in done:
@@ -719,7 +720,7 @@ def distro():
 @fail_cleanly
 def distro_import(source):
     """Fetch a tree's PXE kernel and initrd, verify them against .treeinfo, and serve them."""
-    from provisioner.distros import DistroError, import_tree
+    from provisioner.boot.distros import DistroError, import_tree
     state_dir, _ = _settings()
     last = {}
 
@@ -745,7 +746,7 @@ def distro_import(source):
 @common_options
 def distro_list():
     """List imported trees."""
-    from provisioner.distros import list_distros
+    from provisioner.boot.distros import list_distros
     state_dir, _ = _settings()
     for name in list_distros(state_dir):
         click.echo(name)
@@ -795,14 +796,14 @@ def mirror_sync(verify, concurrency):
 @fail_cleanly
 def dnsmasq_config(interface, server_ip, proxy, ipxe, dns):
     """Print a dnsmasq configuration for the install network."""
-    from provisioner.dhcp import dnsmasq_config as render
+    from provisioner.boot.dhcp import dnsmasq_config as render
     ctx = _context()
     click.echo(render(ctx.site, ctx.registry.list(), server_ip=server_ip, interface=interface,
                       proxy=proxy, ipxe=ipxe, dns=dns), nl=False)
 
 
 def _problems(ctx, node) -> list[str]:
-    from provisioner import storage
+    from provisioner.render import storage
     problems = []
     layout = ctx.site.layout_for(node.spec.roles)
     try:

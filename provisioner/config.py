@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from provisioner import storage
+from provisioner.render import storage
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.power.bmc import Bmc, InvalidBmc, parse_bmc
 

@@ -22,7 +22,7 @@ import yaml
 
 from provisioner.config import Site
 from provisioner.credentials import PASSWORD_KEYS, Credentials
-from provisioner.registry import Node, Registry
+from provisioner.registry.db import Node, Registry
 
 HOOKS_DIR = Path(str(resources.files("provisioner"))) / "hooks"     # shipped in the package
 PROFILES_DIR = HOOKS_DIR / "profiles"    # one KEY='value' file per OS the steps run on

@@ -35,10 +35,10 @@ import traceback
 from pathlib import Path
 
 from provisioner.app import create_app, open_context
-from provisioner.bootsrv import BootServer
+from provisioner.boot.bootsrv import BootServer
 from provisioner.http.loop import Limits, Response, listening_socket
 from provisioner.http.wsgi import ApiServer
-from provisioner.tftp import TftpServer
+from provisioner.boot.tftp import TftpServer
 
 log = logging.getLogger(__name__)
 

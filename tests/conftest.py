@@ -1,3 +1,5 @@
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,6 +7,10 @@ import pytest
 from provisioner.app import create_app
 from provisioner.config import load_site
 from provisioner.credentials import load_or_create
+
+# The suite runs as `.venv/bin/python -m pytest` without the venv activated: the console scripts
+# of the test extras (sushy-emulator, vbmc, provisioner) live beside that interpreter.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 REPORT_COMPUTE_DISK = 250_059_350_016     # WD 250 GB, report 5.1
 REPORT_CONTROLLER_DISK = 80_026_361_856   # Seagate 80 GB, report 5.1
@@ -155,7 +161,7 @@ images/pxeboot/vmlinuz = {algo}:{sums['images/pxeboot/vmlinuz']}
 @pytest.fixture
 def imported(state_dir, app, tmp_path):
     """The default site's distro imported from a small local tree."""
-    from provisioner.distros import import_tree
+    from provisioner.boot.distros import import_tree
     tree = make_tree(tmp_path / "tree")
     import_tree(state_dir, str(tree))
     return tree

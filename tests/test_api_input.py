@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from provisioner.registry import Registry
+from provisioner.registry.db import Registry
 from tests.conftest import db_dump, new_node
 
 # `nodes` as the first release created it, before `version` and any later column
@@ -284,7 +284,7 @@ def test_concurrent_patches_of_different_fields_all_survive(app, admin):
 def test_a_change_is_merged_into_the_node_as_it_is_inside_the_transaction(app, admin, site, registry):
     """Two connections to one registry (as two worker processes have): while one PATCH is inside
     its transaction, another PATCH of the same node waits, then builds on what the first wrote."""
-    from provisioner import nodes
+    from provisioner.registry import nodes
     _registered(app.test_client(), admin)
     other = Registry(registry.path)
     inside, go_on, errors = threading.Event(), threading.Event(), []

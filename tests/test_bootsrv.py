@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from provisioner.bootsrv import BootServer
+from provisioner.boot.bootsrv import BootServer
 from tests.conftest import db_dump, new_node
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from provisioner.dhcp import dnsmasq_config
+from provisioner.boot.dhcp import dnsmasq_config
 from tests.netns import can_make_namespaces, namespaces
 
 needs_netns = pytest.mark.skipif(

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from provisioner.distros import DistroError, import_tree, list_distros
+from provisioner.boot.distros import DistroError, import_tree, list_distros
 from tests.conftest import make_tree
 
 

@@ -19,7 +19,7 @@ MACS = {"compute1": "52:54:00:0c:00:01", "compute2": "52:54:00:0c:00:02", "compu
 @pytest.fixture
 def cloud(live_server, state_dir):
     """Every node installed (kickstart fetched, %post reported), first-boot credentials in hand."""
-    from provisioner.registry import Registry
+    from provisioner.registry.db import Registry
     reg = Registry.in_state_dir(state_dir)
     tokens = {}
     for host, mac in MACS.items():

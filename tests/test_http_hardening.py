@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from provisioner.bootsrv import BootServer
+from provisioner.boot.bootsrv import BootServer
 from provisioner.http.loop import Limits
 from provisioner.http.wsgi import ApiServer
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from provisioner.credentials import _crypt, load_or_create
-from provisioner.kscheck import check_kickstart
+from provisioner.render.kscheck import check_kickstart
 
 # Table 1 and Table 2 of the report, number by number (MiB), as the kickstart must declare them.
 TABLE1 = {

@@ -27,7 +27,7 @@ from pykickstart.constants import DISPLAY_MODE_CMDLINE
 
 from provisioner.config import ConfigError, load_site, parse_node, parse_site
 from provisioner.credentials import load_or_create
-from provisioner.kscheck import check_kickstart
+from provisioner.render.kscheck import check_kickstart
 from provisioner.plan import config_env, load_plan
 
 COMPUTE1, COMPUTE1_PUBLIC = "52:54:00:0c:00:01", "52:54:00:0c:01:01"
@@ -261,7 +261,7 @@ def test_a_registry_from_before_the_machine_names_reads_ethn_as_nicn(tmp_path):
     the ifname= the kernel command line now gives."""
     import sqlite3
 
-    from provisioner.registry import Registry
+    from provisioner.registry.db import Registry
     site = load_site()
     reg = Registry(tmp_path / "r.sqlite3")
     reg.sync_site(site)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from provisioner.app import open_context
-from provisioner.render import TEMPLATES_DIR
+from provisioner.render.renderer import TEMPLATES_DIR
 
 MAC = "52:54:00:0c:00:02"
 

@@ -6,7 +6,7 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt")
 
-from provisioner.lab import INSTALL_NET, POOL, PUBLIC_NET, Lab, LabError, LabSettings  # noqa: E402
+from provisioner.lab.vms import INSTALL_NET, POOL, PUBLIC_NET, Lab, LabError, LabSettings  # noqa: E402
 from tests.conftest import REPORT_COMPUTE_DISK, REPORT_CONTROLLER_DISK  # noqa: E402
 
 

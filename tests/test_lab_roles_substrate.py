@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from provisioner.config import load_site
-from provisioner.lab_roles import containers, netns, rootfs
-from provisioner.lab_roles.recipe import RECIPES
-from provisioner.lab_roles.substrate import Substrate
+from provisioner.lab.roles import containers, netns, rootfs
+from provisioner.lab.roles.recipe import RECIPES
+from provisioner.lab.roles.substrate import Substrate
 
 
 def _missing() -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import storage
+from provisioner.render import storage
 from tests.netns import can_make_namespaces, namespaces
 
 OVMF = Path("/usr/share/OVMF")
@@ -91,7 +91,7 @@ def live(names):
 def test_secure_boot_is_chosen_per_node(tmp_path, registry):
     from dataclasses import replace
 
-    from provisioner import lab
+    from provisioner.lab import vms as lab
     settings = lab.LabSettings(tmp_path, secure_boot_nodes=frozenset({"compute3"}))
 
     def with_firmware(mac, firmware):

@@ -51,7 +51,7 @@ def test_no_secret_reaches_the_log_or_a_listing(live_server, state_dir):
     listing = requests.get(f"{live_server}/api/v1/nodes", headers=live_server.reader, timeout=10).text
     one = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10", headers=live_server.reader, timeout=10).text
     events = requests.get(f"{live_server}/api/v1/nodes/52:54:00:aa:00:10/events", headers=live_server.reader, timeout=10).text
-    from provisioner.registry import Registry
+    from provisioner.registry.db import Registry
     tokens = [n.install_token for n in Registry.in_state_dir(state_dir).list()]
     assert len(tokens) == 6
     log = live_server.log.read_text()

@@ -26,7 +26,7 @@ from conftest import make_tree
 from provisioner.app import create_app
 from provisioner.cli import main
 from provisioner.config import ConfigError, parse_site
-from provisioner.kscheck import check_kickstart
+from provisioner.render.kscheck import check_kickstart
 from provisioner.mirror import served_file, sync
 from provisioner.mirror import layout
 

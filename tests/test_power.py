@@ -22,7 +22,7 @@ from provisioner.config import NodeSpec
 from provisioner.power import control
 from provisioner.power.base import OFF, ON, Unreachable
 from provisioner.power.bmc import Bmc, InvalidBmc, check_url
-from provisioner.registry import Node
+from provisioner.registry.db import Node
 from tests.conftest import new_node
 
 SYSTEM = "6695eb01-f6a4-8304-79aa-97f2502e193f"      # the test driver's one domain, "test"

@@ -1,7 +1,7 @@
 """The kickstart's %pre on a real disk in a real kernel: a reinstall over another system's LVM,
 and a disk whose I/O sizes would move LVM's data alignment.
 
-QEMU (TCG, no network) boots the lab's rehearsal kernel and initrd (provisioner/rehearsal.py)
+QEMU (TCG, no network) boots the lab's rehearsal kernel and initrd (provisioner/lab/rehearsal.py)
 with an overlay: lsblk, the LVM command names Anaconda's environment has, a curl that prints what
 %pre reports, and an /init that
 1. puts "another system" on disk A: a GPT, a volume group named `centos` (not one of the
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import rehearsal
-from provisioner.kscheck import check_kickstart
+from provisioner.lab import rehearsal
+from provisioner.render.kscheck import check_kickstart
 
 CONTROLLER = "52:54:00:0c:00:05"
 DISK_BYTES = 80_026_361_856          # the report's controller disk

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import regenerate as regen
+from provisioner.render import regenerate as regen
 from provisioner.credentials import SECRETS_FILE, ensure_state_dir, load_or_create
-from provisioner.registry import DB_FILE, Registry
+from provisioner.registry.db import DB_FILE, Registry
 
 FIRST = "52-54-00-0c-00-01.ks"      # compute1's kickstart
 OTHER_UID = 54321

@@ -7,7 +7,7 @@ import pytest
 
 from provisioner.app import open_context
 from provisioner.config import ConfigError, parse_node
-from provisioner.registry import Conflict, NotFound, Registry
+from provisioner.registry.db import Conflict, NotFound, Registry
 from tests.conftest import new_node
 
 

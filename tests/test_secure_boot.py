@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootfiles, distros
-from provisioner.dhcp import dnsmasq_config
+from provisioner.boot import bootfiles
+from provisioner.boot import distros
+from provisioner.boot.dhcp import dnsmasq_config
 from tests.bootimage import MARKER, build_initrd, debian_kernel, have_boot_tools
 from tests.conftest import make_tree
 from tests.netboot import install_network, provisioner, wait_for

@@ -243,7 +243,7 @@ def test_arming_and_disarming_commits_are_synchronous_full(client, registry, adm
 def _post_tail(live_server, mac, tmp_path):
     """The kickstart's %post, its callback helpers and the `installed` hand-over, pointed at the
     test's directory instead of /etc and at the live server's boot port."""
-    from provisioner.kscheck import check_kickstart
+    from provisioner.render.kscheck import check_kickstart
     ks = requests.get(f"{live_server.boot}/ks/{mac}", timeout=10).text
     post = next(s.script for s in check_kickstart(ks).handler.scripts if "report installed" in s.script)
     callback = post.split("set -e", 1)[0]
@@ -259,7 +259,7 @@ def _post_tail(live_server, mac, tmp_path):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_post_keeps_the_credential_and_fails_loudly_when_raced(live_server, state_dir, tmp_path):
-    from provisioner.registry import Registry
+    from provisioner.registry.db import Registry
     reg = Registry.in_state_dir(state_dir)
     # the machine itself: %post reports installed and keeps the credential, owner-only
     (tmp_path / "a").mkdir()
@@ -300,7 +300,7 @@ def test_the_runner_talks_https_with_the_services_ca_pinned(state_dir, tmp_path)
     import time
     from importlib import resources
 
-    from provisioner.kscheck import check_kickstart
+    from provisioner.render.kscheck import check_kickstart
     from tests.test_hooks_runner import stub_hooks
 
     def free_port():

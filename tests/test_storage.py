@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from provisioner import storage
+from provisioner.render import storage
 from tests.conftest import REPORT_COMPUTE_DISK, REPORT_CONTROLLER_DISK
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.bootfiles import import_bootfiles
-from provisioner.tftp import Resolved, TftpServer, error_packet
+from provisioner.boot.bootfiles import import_bootfiles
+from provisioner.boot.tftp import Resolved, TftpServer, error_packet
 from tests import tftpclient
 from tests.netns import can_make_namespaces, namespaces
 from tests.tftp_hostile import (collect, fd_count, hog, parse_error, static_resolver, udp, wait_until,
@@ -198,7 +198,7 @@ HOSTILE = [
 def test_hostile_packets_get_an_error_or_silence_and_the_next_client_is_served(
         tftp, bootfiles, state_dir, label, packet, caplog):
     _symlink_out(bootfiles, state_dir)
-    caplog.set_level(logging.INFO, logger="provisioner.tftp")
+    caplog.set_level(logging.INFO, logger="provisioner.boot.tftp")
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.5)
     s.sendto(packet, addr(tftp))
@@ -234,7 +234,7 @@ def test_secrets_never_leave_over_tftp(tftp, bootfiles, state_dir):
 
 
 def test_clients_that_vanish_mid_transfer_are_dropped_and_others_served(tftp, bootfiles, caplog):
-    caplog.set_level(logging.INFO, logger="provisioner.tftp")
+    caplog.set_level(logging.INFO, logger="provisioner.boot.tftp")
     (bootfiles / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
     socks = []
     for _ in range(5):
@@ -309,7 +309,7 @@ def test_error_packets_are_built_for_every_code():
 
 
 def test_the_per_source_cap_refuses_with_an_error_and_rate_limited_log_lines(make_server, files, caplog):
-    caplog.set_level(logging.INFO, logger="provisioner.tftp")
+    caplog.set_level(logging.INFO, logger="provisioner.boot.tftp")
     server = make_server(max_per_source=2, retries=100, stall_limit=2.0)
     with udp() as a, udp() as b, udp() as flood:
         hog(a, addr(server), "big.bin")

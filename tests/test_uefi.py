@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import lab, rehearsal, storage
-from provisioner.dhcp import dnsmasq_config
+from provisioner.lab import vms as lab
+from provisioner.lab import rehearsal
+from provisioner.render import storage
+from provisioner.boot.dhcp import dnsmasq_config
 from tests.conftest import REPORT_COMPUTE_DISK, REPORT_CONTROLLER_DISK
 from tests.netboot import install_network, provisioner
 from tests.netns import can_make_namespaces, namespaces
@@ -167,7 +169,7 @@ def _kickstart(app, registry, mac, firmware):
 
 
 def test_uefi_kickstarts_parse_and_carry_the_esp(app, registry):
-    from provisioner.kscheck import check_kickstart
+    from provisioner.render.kscheck import check_kickstart
     for mac, esp in (("52:54:00:0c:00:02", "sda4"), ("52:54:00:0c:00:05", "sda6")):
         text = _kickstart(app, registry, mac, "uefi")
         result = check_kickstart(text)

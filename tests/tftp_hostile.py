@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from provisioner.tftp import Resolved, TftpServer
+from provisioner.boot.tftp import Resolved, TftpServer
 from tests.tftpclient import ack, fetch, rrq
 
 

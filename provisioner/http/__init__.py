@@ -2,6 +2,6 @@
 
 - `loop.HttpServer`: accepts, reads a request head and body under caps and deadlines (parsed by
   h11), and writes answers; what a request means is its subclasses' business.
-- `provisioner.bootsrv.BootServer`: the port machines are sent to; answers inline, files by sendfile.
+- `provisioner.boot.bootsrv.BootServer`: the port machines are sent to; answers inline, files by sendfile.
 - `wsgi.ApiServer`: the operators' API; complete requests go to the Flask app on a bounded pool.
 """

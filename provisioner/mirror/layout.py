@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from provisioner.config import Site
-from provisioner.tftp import safe_static_path
+from provisioner.boot.tftp import safe_static_path
 
 URL_PREFIX = "/mirror/"
 

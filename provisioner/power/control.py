@@ -19,7 +19,7 @@ from typing import Callable
 from provisioner.power.base import OFF, ON, AuthFailed, Driver, DriverError, Unreachable
 from provisioner.power.bmc import Bmc
 from provisioner.power.pool import DEFAULT_LIMIT, run_bounded
-from provisioner.registry import Conflict, Node, Registry, RegistryError
+from provisioner.registry.db import Conflict, Node, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

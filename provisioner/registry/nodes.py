@@ -13,8 +13,8 @@ from dataclasses import asdict
 from typing import Callable
 
 from provisioner.config import ConfigError, NodeSpec, Site, parse_node
-from provisioner.registry import Node, Registry, RegistryError
-from provisioner.storage import FIRMWARES
+from provisioner.registry.db import Node, Registry, RegistryError
+from provisioner.render.storage import FIRMWARES
 
 EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware", "bmc")
 REQUIRED = ("mac", "hostname", "ip", "roles")

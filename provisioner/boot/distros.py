@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
-from provisioner.bootfiles import DISTRO_LOADER_DIR, DISTRO_LOADERS
+from provisioner.boot.bootfiles import DISTRO_LOADER_DIR, DISTRO_LOADERS
 from provisioner.config import distro_name
 
 DISTROS_DIR = "distros"

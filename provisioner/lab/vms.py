@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 from xml.sax.saxutils import escape, quoteattr
 
 from provisioner.config import Site
-from provisioner.dhcp import BIOS_LOADER, EFI_LOADER
-from provisioner.registry import Node
+from provisioner.boot.dhcp import BIOS_LOADER, EFI_LOADER
+from provisioner.registry.db import Node
 
 PREFIX = "pv-"
 INSTALL_NET = "pv-install"

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from provisioner import distros
-from provisioner.bootfiles import loader_path
+from provisioner.boot import distros
+from provisioner.boot.bootfiles import loader_path
 from provisioner.config import machine_ifname
-from provisioner.lifecycle import Decision, decide
+from provisioner.boot.decision import Decision, decide
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_url
-from provisioner.tftp import ERR_NOT_FOUND, Resolved
+from provisioner.boot.tftp import ERR_NOT_FOUND, Resolved
 
 log = logging.getLogger(__name__)
 

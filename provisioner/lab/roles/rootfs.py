@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provisioner.lab_roles.recipe import Recipe
+from provisioner.lab.roles.recipe import Recipe
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Bump when the build steps change what ends up in the root for the same recipe.

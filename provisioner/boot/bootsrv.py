@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from provisioner.http.loop import Conn, Deferred, HttpServer, Limits, Request, Response, listening_socket
-from provisioner.node_http import Reply
+from provisioner.boot.node_http import Reply
 
 __all__ = ["BootServer", "listening_socket", "Limits"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from provisioner.node_http import Reply
+from provisioner.boot.node_http import Reply
 
 bp = Blueprint("boot", __name__)
 

@@ -89,8 +89,8 @@ def bootfiles_dir(state_dir: Path) -> Path:
 def loader_path(state_dir: Path, distro: str, name: str) -> Path | None:
     """The file sent for a loader name: the distribution's own shim and GRUB when it brought
     them (only the pair together: a shim trusts only its own vendor's GRUB), else ours."""
-    from provisioner.distros import distro_dir
-    from provisioner.tftp import safe_static_path
+    from provisioner.boot.distros import distro_dir
+    from provisioner.boot.tftp import safe_static_path
     if name in DISTRO_LOADERS and "/" not in distro and not distro.startswith("."):
         own = distro_dir(state_dir) / distro / DISTRO_LOADER_DIR
         if all((own / n).is_file() for n in DISTRO_LOADERS):

@@ -13,6 +13,6 @@ What a container cannot do here, as the role steps will find (measured on this h
   - chrony is skipped (ConditionCapability=CAP_SYS_TIME): the containers share the host's clock.
 """
 
-from provisioner.lab_roles.substrate import Substrate, SubstrateError
+from provisioner.lab.roles.substrate import Substrate, SubstrateError
 
 __all__ = ["Substrate", "SubstrateError"]

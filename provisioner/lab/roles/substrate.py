@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioner.lab_roles import containers, netns, rootfs
-from provisioner.lab_roles.recipe import RECIPES
+from provisioner.lab.roles import containers, netns, rootfs
+from provisioner.lab.roles.recipe import RECIPES
 
 STATE = "state.json"
 
@@ -63,7 +63,7 @@ class Substrate:
 
     @classmethod
     def from_site(cls, site, nodes, cache_dir=None, work_dir=None, **kw) -> "Substrate":
-        from provisioner.lab import service_address
+        from provisioner.lab.vms import service_address
         return cls(nodes, cache_dir, work_dir, network=str(site.network), service_address=service_address(site),
                    gateway=site.gateway, domain=site.domain, nameservers=site.nameservers, **kw)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlparse
 
-from provisioner.bootfiles import HTTP_GRUB
+from provisioner.boot.bootfiles import HTTP_GRUB
 from provisioner.config import Site
-from provisioner.registry import Node
+from provisioner.registry.db import Node
 
 # DHCP option 93, client system architecture (RFC 4578 and IANA's registry)
 EFI_X86_64 = (7, 9)

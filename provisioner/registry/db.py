@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 from provisioner.config import Nic, NodeSpec, Site
 from provisioner.power.bmc import Bmc, Sealer
+from provisioner.registry.states import CALLBACKS
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +495,6 @@ class Registry:
         was lost, or someone on the install network who read the kickstart and got there first)
         is refused: the real machine's install then fails loudly instead of its secrets going
         to whoever won (Ironic's agent token, "first lookup wins", is the model)."""
-        from provisioner.lifecycle import CALLBACKS
         sources, target, disarm = CALLBACKS[type_]
         with self._tx(durable=disarm) as db:
             row = _node_row(db, mac)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from provisioner.registry import InstallView, Registry
-from provisioner.render import Renderer
+from provisioner.registry.db import InstallView, Registry
+from provisioner.render.renderer import Renderer
 
 log = logging.getLogger(__name__)
 

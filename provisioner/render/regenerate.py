@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.macaddr import InvalidMAC, canonical_mac, dashed
-from provisioner.registry import Registry
-from provisioner.render import Renderer
+from provisioner.registry.db import Registry
+from provisioner.render.renderer import Renderer
 
 INDEX = "index.json"
 

@@ -4,7 +4,7 @@ Two front ends call `NodeHttp.answer`: the boot server (`bootsrv`, the port mach
 to for kernels, initrds, kickstarts and the installer's callbacks) and the Flask app
 (the same paths on the service port). So a path means the same thing on both, and this table is
 the one place to look for what a booting machine is told over HTTP. The boot decision itself
-is `lifecycle.decide`, rendered by `pxe.Boot`.
+is `decision.decide`, rendered by `pxe.Boot`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from provisioner.auth import parse_bearer, token_matches
-from provisioner.kscache import KickstartCache
-from provisioner.lifecycle import CALLBACKS, DETAIL_MAX
+from provisioner.render.kscache import KickstartCache
+from provisioner.registry.states import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_file
-from provisioner.nodes import InvalidNode
+from provisioner.registry.nodes import InvalidNode
 from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
-from provisioner.registry import Conflict, Forbidden, NotFound, RegistryError, token_hash
+from provisioner.registry.db import Conflict, Forbidden, NotFound, RegistryError, token_hash
 
 log = logging.getLogger(__name__)
 

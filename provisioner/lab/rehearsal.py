@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from provisioner.render import PACKAGE_DIR
+from provisioner.render.renderer import PACKAGE_DIR
 
 INIT = PACKAGE_DIR / "data" / "rehearsal" / "init"
 BINARIES = ("/usr/sbin/sfdisk", "/usr/sbin/wipefs", "/usr/sbin/lvm", "/usr/sbin/mke2fs", "/usr/sbin/mkfs.xfs")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import jinja2
 
-from provisioner import storage
+from provisioner.render import storage
 from provisioner.config import Site, machine_ifname
 from provisioner.credentials import Credentials
 from provisioner.mirror import mirror_base, served_url
-from provisioner.registry import Node
+from provisioner.registry.db import Node
 
 # What the service reads ships inside the package (a wheel carries it): found through
 # importlib.resources, as a directory on disk (a zipped install is not supported).

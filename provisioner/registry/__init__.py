@@ -1,0 +1,1 @@
+"""The node registry (SQLite) and the one path that registers and changes nodes."""
