@@ -585,26 +585,28 @@ def lab_console(node, work_dir):
 
 @lab.group("roles")
 def lab_roles():
-    """The roles lab: the registry's nodes as Debian 13 system containers (systemd-nspawn).
+    """The roles lab: the registry's nodes as Debian 13 system containers (systemd-nspawn),
+    rehearsing the first-boot role steps against the real service.
 
     One root (debootstrap, with the role steps' packages) is built once and cached; each node
     boots it under its own overlay, with its registry addresses on an install network and a
-    stand-in public network that live in network namespaces made for the lab. For now `up`
-    only builds and boots this substrate; running the role steps in it comes next.
+    stand-in public network that live in network namespaces made for the lab. The service runs
+    there too; each node is installed by its own kickstart's first-boot hand-over and runs the
+    real first-boot runner (README, "Role rehearsal").
     """
 
 
 roles_work_option = click.option(
     "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Overlays, consoles and the lab's state (default /var/lib/provisioner-lab-roles as root).")
+    help="Overlays, consoles, the lab's service and state (default /var/lib/provisioner-lab-roles as root).")
 roles_cache_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Where built roots are kept (default ~/.cache/provisioner/lab-roles).")
 
 
-def _roles_substrate(work_dir, cache_dir, recipe="full"):
+def _roles_substrate(work_dir, cache_dir, recipe="full", ctx=None):
     from provisioner.lab.roles import Substrate
-    ctx = _context()
+    ctx = ctx or _context()
     return Substrate.from_site(ctx.site, ctx.registry.list(), cache_dir, work_dir, recipe=recipe,
                                progress=click.echo)
 
@@ -612,37 +614,66 @@ def _roles_substrate(work_dir, cache_dir, recipe="full"):
 @lab_roles.command("up")
 @common_options
 @click.option("--keep", is_flag=True,
-              help="Leave the containers running and return (take them down with `lab roles down`). "
-                   "Without it, `up` waits for Ctrl-C and then takes everything down.")
+              help="Leave the containers and the service up when the rehearsal ends, for inspection "
+                   "(`lab roles shell NODE`); take them down with `lab roles down`.")
+@click.option("--until", "until", metavar="STEP", default=None,
+              help="Run the plan only up to this step (plan.yaml's order, e.g. "
+                   "03-glusterfs-controller/01-glusterfs-probe): each node stops after its last step before it.")
+@click.option("--barrier-timeout", type=click.IntRange(1, 14400), default=None,
+              help="Seconds a node waits at a barrier before its step fails naming the missing hosts "
+                   "(the runner's default: 14400).")
+@click.option("--barrier-poll", type=click.FloatRange(0.2, 600), default=None,
+              help="Seconds between a waiting node's looks at its barrier (the runner's default: 10).")
+@click.option("--timeout", type=click.FloatRange(1), default=None,
+              help="Give up watching after this many seconds (default: until every node is done or failed).")
 @click.option("--recipe", type=click.Choice(["full", "base"]), default="full", show_default=True,
               help="full: the root with every role's packages; base: systemd and the common tools only.")
 @click.option("--boot-timeout", type=float, default=300, show_default=True, help="Seconds for all nodes to boot.")
 @roles_work_option
 @roles_cache_option
 @fail_cleanly
-def lab_roles_up(keep, recipe, boot_timeout, work_dir, cache_dir):
-    """Build (or reuse) the root and boot one container per registered node. The role steps come next."""
+def lab_roles_up(keep, until, barrier_timeout, barrier_poll, timeout, recipe, boot_timeout, work_dir, cache_dir):
+    """Boot one container per registered node, run the service beside them, install each node
+    through its kickstart's first-boot hand-over and run the first-boot runner in every one: a
+    live table while it runs, then a summary. Exit status 1 if any node failed."""
+    from rich.console import Console
+
     from provisioner.lab.roles import SubstrateError
-    sub = _roles_substrate(work_dir, cache_dir, recipe)
+    from provisioner.lab.roles.installer import InstallError
+    from provisioner.lab.roles.rehearse import Rehearsal
+    from provisioner.lab.roles.service import ServiceError
+    from provisioner.lab.roles.watch import summary
+    ctx = _context()
+    sub = _roles_substrate(work_dir, cache_dir, recipe, ctx)
+    rehearsal = Rehearsal(sub, ctx.site, ctx.registry.list(), until=until, barrier_timeout=barrier_timeout,
+                          barrier_poll=barrier_poll, progress=click.echo)
     try:
-        t = sub.up(boot_timeout=boot_timeout)
-    except SubstrateError as e:
+        rehearsal.up(boot_timeout=boot_timeout)
+    except (SubstrateError, ServiceError, InstallError) as e:
         raise click.ClickException(str(e)) from None
+    t = sub.timings
     click.echo(f"root {'cached' if t.root_cached else 'built'} in {t.root:.0f}s, networks {t.network:.1f}s, "
                f"{len(t.states)} nodes booted in {t.boot:.1f}s")
-    for host, state in t.states.items():
-        failed = sub.failed_units(host)
-        click.echo(f"  {host:<12} {state}" + (f"  (failed: {', '.join(failed)})" if failed else ""))
-    if keep:
-        return
-    click.echo("up; Ctrl-C takes it down")
+    console = Console()
     try:
-        while True:
-            time.sleep(3600)
+        rehearsal.start()
+        rows = rehearsal.watch(timeout, console=console)
     except KeyboardInterrupt:
-        click.echo()
+        rows = rehearsal.watcher.rows
+    except InstallError as e:
+        raise click.ClickException(str(e)) from None
     finally:
-        sub.down()
+        if keep:
+            rehearsal.close()
+        else:
+            rehearsal.down()
+    console.print(summary(rows))
+    if keep:
+        click.echo("left up: `provisioner lab roles shell NODE` for a shell in a node, "
+                   "`provisioner lab roles down` to take it all down")
+    unfinished = [r.node for r in rows if r.state != "done"]
+    if unfinished:
+        raise click.ClickException(f"not done: {', '.join(unfinished)}")
 
 
 @lab_roles.command("down")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
 import shlex
 import tarfile
@@ -139,7 +140,10 @@ def os_profile(site: Site, profile: str | None = None) -> str:
     """The OS profile the steps use (hooks/profiles/<name>.env): `profile` if given (the
     rehearsal's Debian 13 containers ask for debian-13), else the site's OS, named as the
     profiles are: CentOS Stream 9 -> centos-stream-9, Debian 13 -> debian-13."""
-    name = profile or re.sub(r"[^a-z0-9]+", "-", f"{site.os_name} {site.os_version}".lower()).strip("-")
+    # $PROVISIONER_FIRSTBOOT_PROFILE: the roles lab's service, whose nodes are Debian containers
+    # whatever OS the site installs
+    name = profile or os.environ.get("PROVISIONER_FIRSTBOOT_PROFILE") \
+        or re.sub(r"[^a-z0-9]+", "-", f"{site.os_name} {site.os_version}".lower()).strip("-")
     known = sorted(p.stem for p in PROFILES_DIR.glob("*.env"))
     if name not in known:
         raise PlanError(f"no OS profile {name!r} for the role steps (known: {', '.join(known)})")

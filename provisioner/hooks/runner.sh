@@ -9,6 +9,9 @@ ETC=${PROVISIONER_ETC:-/etc/provisioner}
 STATE=${PROVISIONER_STATE:-/var/lib/provisioner}
 BARRIER_POLL=${BARRIER_POLL:-10}
 BARRIER_TIMEOUT=${BARRIER_TIMEOUT:-14400}   # a host that never comes must not hold the rest forever
+# A rehearsal's plan limit: stop, ok, once this step of the plan is ok (the roles lab sets it, with
+# short barrier times, in a drop-in for the unit). Unset on a real node: the whole plan runs.
+UNTIL=${PROVISIONER_UNTIL:-}
 # shellcheck disable=SC1091
 . "$ETC/node.env"     # PROVISIONER_URL, PROVISIONER_MAC, PROVISIONER_TOKEN (written by %post)
 # PROVISIONER_TOKEN is this node's first-boot credential, handed to %post in the answer to its
@@ -71,6 +74,13 @@ plan=$(api "$PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/plan?format=text") ||
     echo "cannot fetch this node's plan" >&2
     exit 1
 }
+if [ -n "$UNTIL" ]; then
+    if ! printf '%s\n' "$plan" | awk -F'|' -v u="$UNTIL" '$1 == u { found = 1 } END { exit !found }'; then
+        echo "PROVISIONER_UNTIL: no step $UNTIL in this node's plan" >&2
+        exit 1
+    fi
+    plan=$(printf '%s\n' "$plan" | awk -F'|' -v u="$UNTIL" '{ print } $1 == u { exit }')
+fi
 
 while IFS='|' read -r step wait state; do
     [ -n "$step" ] || continue
@@ -93,5 +103,9 @@ while IFS='|' read -r step wait state; do
     fi
 done <<< "$plan"
 
+if [ -n "$UNTIL" ]; then
+    echo "every step up to $UNTIL ok (PROVISIONER_UNTIL: the rest of the plan is not run)"
+    exit 0
+fi
 touch "$STATE/deployed"
 echo "every step ok"

@@ -13,10 +13,12 @@ would get a DHCP lease), so the containers need no network configuration of thei
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 # documentation range, as site.yaml's provider network; .1 answers as the upstream router
@@ -144,3 +146,32 @@ class LabNetwork:
 
 def public_addresses():
     return (PUBLIC_CIDR.network_address + i for i in PUBLIC_HOSTS)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+class NamespaceThread:
+    """One thread of this process inside a network namespace (setns is per thread): the sockets
+    it opens live there, so this process can talk to the lab's service without a route to it
+    from the host. Everything handed to `call` runs on that thread."""
+
+    def __init__(self, ns: str):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{ns}", initializer=_enter, initargs=(ns,))
+
+    def call(self, fn, *args, **kwargs):
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _enter(ns: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {ns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)

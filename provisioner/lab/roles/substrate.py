@@ -22,6 +22,7 @@ from pathlib import Path
 
 from provisioner.lab.roles import containers, netns, rootfs
 from provisioner.lab.roles.recipe import RECIPES
+from provisioner.lab.roles.service import start_time, stop_process
 
 STATE = "state.json"
 
@@ -60,6 +61,7 @@ class Substrate:
         self.progress = progress
         self.timings = Timings()
         self._children: dict[str, subprocess.Popen] = {}   # nspawns this process started
+        self._procs: dict[str, subprocess.Popen] = {}      # and what it started beside them
 
     @classmethod
     def from_site(cls, site, nodes, cache_dir=None, work_dir=None, **kw) -> "Substrate":
@@ -136,6 +138,12 @@ class Substrate:
         if not state:
             return []
         done = []
+        for name, proc in state.get("processes", {}).items():
+            # what runs beside the containers (the lab's service), each leading a process group
+            if stop_process(proc["pid"], proc["start"]):
+                done.append(f"stopped {name} (pid {proc['pid']})")
+            if name in self._procs:
+                self._procs.pop(name).poll()
         for hostname, node in state["nodes"].items():
             if node.get("nspawn") or node.get("leader"):
                 containers.stop(node.get("nspawn"), node.get("leader"))
@@ -152,6 +160,9 @@ class Substrate:
         left = containers.mounts_under(self.work_dir)
         if left:
             raise SubstrateError(f"still mounted after down: {', '.join(left)}")
+        for path in state.get("dirs", []):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path}")
         (self.work_dir / STATE).unlink()
         shutil.rmtree(self.work_dir / "nodes", ignore_errors=True)
         for line in done:
@@ -203,6 +214,27 @@ class Substrate:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         return subprocess.run(self._net(state).exec_argv(list(argv)), **kw)
+
+    def adopt_process(self, name: str, proc: subprocess.Popen) -> None:
+        """A process started beside the containers (in its own process group): `down` stops it."""
+        state = self._require_state()
+        state.setdefault("processes", {})[name] = {"pid": proc.pid, "start": start_time(proc.pid)}
+        self._procs[name] = proc
+        self._save_state(state)
+
+    def adopt_dir(self, path: Path) -> None:
+        """A directory made for the lab: `down` removes it."""
+        state = self._require_state()
+        if str(path) not in state.setdefault("dirs", []):
+            state["dirs"].append(str(path))
+            self._save_state(state)
+
+    def node_dirs(self, node: str) -> containers.NodeDirs:
+        return self._dirs(node)
+
+    @property
+    def lab_namespace(self) -> str:
+        return self._net(self._require_state()).name
 
     def namespaces(self) -> list[str]:
         state = self._load_state()
