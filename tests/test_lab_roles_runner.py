@@ -3,12 +3,13 @@
 The fast tests (no containers) check the pieces: the hand-over the lab runs is the kickstart's
 own text, the runner's plan limit, the rows of the live table, each node's limit. The slow test
 (`rehearsal`, root and the full root image) brings up the lab with the service in its namespace,
-installs every node through its kickstart, breaks one early step on compute1 on purpose and
+installs every node through its kickstart, breaks one early step on compute2 on purpose and
 runs the plan up to the controller's first barrier (README, "Role rehearsal").
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -27,7 +28,11 @@ from provisioner.render.kscheck import check_kickstart
 from tests.test_lab_roles_substrate import _missing
 
 COMPUTE1, COMPUTE2, CONTROLLER = "52:54:00:0c:00:01", "52:54:00:0c:00:02", "52:54:00:0c:00:05"
-BROKEN = "01-network-gateway/03-hosts"
+# broken on purpose on compute2, after three steps that pass there (03-hosts, the Gluster firewall,
+# SELinux, which Debian skips): the rerun must start at it and not run those again
+BROKEN_HOST = "compute2"
+BROKEN = "02-glusterfs-all/03-glusterfs-install"
+BEFORE_BROKEN = ["01-network-gateway/03-hosts", "02-glusterfs-all/01-firewall-glusterfs", "02-glusterfs-all/02-selinux"]
 PROBE = "03-glusterfs-controller/01-glusterfs-probe"      # the controller's first barrier: gluster-bricks
 BRICK = "02-glusterfs-all/05-glusterfs-brick"
 
@@ -135,9 +140,14 @@ def _view(states, node_state="configuring", output="", barrier=None, unit=None, 
 
 def test_rows_say_what_each_node_does():
     a, b, c = "01-a/01-x", "01-a/02-y", "02-b/01-z"
+    ended = {"ActiveState": "failed", "Result": "exit-code"}
     row = watch.row("compute1", _view([(a, None, "ok"), (b, None, "failed"), (c, None, "pending")],
-                                      output="wrote x\nbroken on purpose\n"), None)
+                                      output="wrote x\nbroken on purpose\n", unit=ended), None)
     assert (row.state, row.step, row.message, row.steps_ok, row.steps) == ("failed", b, "broken on purpose", 1, 3)
+    # run again after the fix: resuming, not failed, until the runner reports the step anew
+    row = watch.row("compute1", _view([(a, None, "ok"), (b, None, "failed"), (c, None, "pending")],
+                                      output="broken on purpose\n"), None)
+    assert (row.state, row.step, row.message) == ("running", b, f"resuming at {b}")
     barrier = {"name": "gluster-bricks", "ready": False, "waiting_for": ["compute1"]}
     row = watch.row("controller", _view([(a, None, "ok"), (c, "gluster-bricks", "pending")], barrier=barrier), None)
     assert (row.state, row.step, row.message) == ("waiting", c, "barrier gluster-bricks: waiting for compute1")
@@ -160,7 +170,8 @@ def test_rows_say_what_each_node_does():
 
 def test_the_table_shows_the_error_and_the_clock_stops_when_a_node_ends():
     now = [100.0]
-    views = {"compute1": _view([(BROKEN, None, "failed")], output="broken on purpose"),
+    views = {"compute1": _view([(BROKEN, None, "failed")], output="broken on purpose",
+                               unit={"ActiveState": "failed"}),
              "controller": _view([(BROKEN, None, "ok"), (PROBE, "gluster-bricks", "pending")],
                                  barrier={"name": "gluster-bricks", "ready": False, "waiting_for": ["compute1"]})}
     w = watch.Watcher(lambda: views, {"compute1": None, "controller": None}, clock=lambda: now[0])
@@ -176,3 +187,175 @@ def test_the_table_shows_the_error_and_the_clock_stops_when_a_node_ends():
     line = next(ln for ln in text.splitlines() if "compute1" in ln)
     assert "failed" in line and "broken on purpose" in line and "0:30" in line
     assert "barrier gluster-bricks: waiting for compute1" in text
+
+
+# -- the rehearsal, for real -----------------------------------------------------------------------
+#
+# Three of the report's nodes (the controller, compute1 the gateway, compute2) to keep it short;
+# the plan runs only up to the controller's first barrier (PROBE, which waits at gluster-bricks
+# for every compute host's brick), with a short barrier timeout. Wall time on the 2-core test
+# host, root cached: see README, "Role rehearsal".
+
+NODES = ("compute1", "compute2", "controller")
+BARRIER_TIMEOUT = 45
+RECIPE = os.environ.get("PROVISIONER_LAB_ROLES_RECIPE", "full")
+
+
+def _site(tmp: Path) -> Path:
+    import yaml
+    from importlib import resources
+    data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["hostname"] in NODES]
+    path = tmp / "site.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class Lab:
+    """The rehearsal and what the test saw of it."""
+
+    def __init__(self, rehearsal, work: Path, site: Path, state: Path):
+        self.r, self.sub, self.work, self.site, self.state = rehearsal, rehearsal.sub, work, site, state
+        self.rows: dict[str, watch.Row] = {}
+        self.table = ""
+
+    def watch(self, timeout: float) -> dict[str, watch.Row]:
+        from rich.console import Console
+        console = Console(width=200, file=io.StringIO(), color_system=None)
+        rows = self.r.watch(timeout, console=console, interval=1.0)
+        self.rows = {r.node: r for r in rows}
+        self.table = watch.render_text(watch.table(rows))
+        print(self.table, flush=True)
+        return self.rows
+
+    def steps(self, host: str) -> list[tuple[str, str]]:
+        """(step, status) of every step report the service holds for host, in order."""
+        return [(e["detail"]["step"], e["detail"]["status"]) for e in self.r.events(host) if e["type"] == "step"]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if _missing():
+        pytest.skip(_missing())
+    from provisioner.app import open_context
+    from provisioner.config import load_site
+    from provisioner.lab.roles import Substrate, rootfs
+    from provisioner.lab.roles.rehearse import Rehearsal
+    tmp = Path(tempfile.mkdtemp(prefix="pvr-rehearsal-", dir="/var/tmp"))
+    site_path = _site(tmp)
+    site = load_site(site_path)
+    ctx = open_context(tmp / "operator", site)
+    nodes = ctx.registry.list()
+    ctx.registry.close()
+    cache = os.environ.get("PROVISIONER_LAB_ROLES_CACHE") or rootfs.default_cache_dir()
+    sub = Substrate.from_site(site, nodes, cache, tmp / "work", recipe=RECIPE,
+                              progress=lambda line: print(f"[lab] {line}", flush=True))
+    rehearsal = Rehearsal(sub, site, nodes, until=PROBE, barrier_timeout=BARRIER_TIMEOUT, barrier_poll=2,
+                          progress=lambda line: print(f"[lab] {line}", flush=True))
+    t = time.monotonic()
+    try:
+        rehearsal.up(boot_timeout=600)
+        print(f"[lab] up in {time.monotonic() - t:.0f}s (root {sub.timings.root:.0f}s, boot {sub.timings.boot:.0f}s)")
+        yield Lab(rehearsal, tmp / "work", site_path, tmp / "operator")
+    finally:
+        rehearsal.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _break(lab: Lab, host: str, step: str) -> None:
+    path = f"/usr/libexec/provisioner/hooks/{step}.sh"
+    r = lab.sub.exec(host, ["sed", "-i", f"2i echo '{step} broken on purpose (tests/test_lab_roles_runner.py)' >&2; exit 3",
+                            path])
+    assert r.returncode == 0, r.stderr
+
+
+def _restore(lab: Lab, host: str, step: str) -> None:
+    """The operator's fix: the step as shipped."""
+    path = f"/usr/libexec/provisioner/hooks/{step}.sh"
+    r = lab.sub.exec(host, ["sh", "-c", f"cat > {path}"], input=(HOOKS_DIR / f"{step}.sh").read_text())
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_every_node_is_installed_through_its_own_kickstart(lab):
+    sub, svc = lab.sub, lab.r.service
+    for host in NODES:
+        events = lab.r.events(host)
+        types = [e["type"] for e in events]
+        # the kickstart fetched (installing; %pre's `installing` repeats that, which the service
+        # does not record twice), then %post's `installed`
+        assert types[-2:] == ["kickstart", "installed"], (host, types)
+        assert sub.exec(host, ["stat", "-c", "%a %U", "/etc/provisioner/node.env"]).stdout.split() == ["600", "root"]
+        assert sub.exec(host, ["systemctl", "is-enabled", installer.UNIT]).stdout.strip() == "enabled"
+        # the credential in the container is the node's own: its config, not another's
+        env = sub.exec(host, ["sh", "-c", ". /etc/provisioner/node.env && curl -fsS -H \"Authorization: Bearer "
+                              "$PROVISIONER_TOKEN\" $PROVISIONER_URL/api/v1/nodes/$PROVISIONER_MAC/config"])
+        assert env.returncode == 0 and f"NODE_HOSTNAME={host}\n" in env.stdout and "PROFILE=debian-13\n" in env.stdout
+    # the kickstart is the node's alone: from the lab's own side of the network it is refused
+    mac = lab.r._node("compute2").spec.mac
+    r = sub.lab_run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{lab.r.site.boot_url}/ks/{mac}"])
+    assert r.stdout == "403"
+    # the service is only in the lab's namespace: nothing of it listens on the host
+    host_listen = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
+    assert f"{svc.address}:" not in host_listen
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_a_broken_step_stops_its_node_and_the_barrier_times_out_naming_it(lab):
+    _break(lab, BROKEN_HOST, BROKEN)
+    t = time.monotonic()
+    lab.r.start()
+    rows = lab.watch(timeout=900)
+    print(f"[lab] rehearsal to {PROBE} in {time.monotonic() - t:.0f}s")
+    # compute2 stopped at the broken step, its error in the table and in the events
+    broken = rows[BROKEN_HOST]
+    assert (broken.state, broken.step) == ("failed", BROKEN), broken
+    assert "broken on purpose" in broken.message
+    line = next(ln for ln in lab.table.splitlines() if ln.lstrip("│ ").startswith(BROKEN_HOST))
+    assert "failed" in line and "broken on purpose" in line
+    expected = [(step, status) for step in BEFORE_BROKEN for status in ("started", "ok")]
+    assert lab.steps(BROKEN_HOST) == expected + [(BROKEN, "started"), (BROKEN, "failed")]
+    failed = [e for e in lab.r.events(BROKEN_HOST) if e["type"] == "step" and e["detail"]["status"] == "failed"]
+    assert "broken on purpose" in failed[-1]["detail"]["output"]
+    # the controller waited at gluster-bricks, never ran the probe, and failed it naming compute2
+    ctl = rows["controller"]
+    assert (ctl.state, ctl.step) == ("failed", PROBE), ctl
+    assert re.search(rf"timed out after {BARRIER_TIMEOUT}s: barrier gluster-bricks .*still waits for: .*{BROKEN_HOST}",
+                     ctl.message), ctl.message
+    assert (PROBE, "started") not in lab.steps("controller")
+    assert lab.steps("controller")[-1] == (PROBE, "failed")
+    assert all(status == "ok" for step, status in lab.steps("controller")[:-1] if status != "started")
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_after_the_fix_a_rerun_resumes_at_the_broken_step(lab):
+    before = lab.steps(BROKEN_HOST)
+    assert before[-1] == (BROKEN, "failed")
+    _restore(lab, BROKEN_HOST, BROKEN)
+    t = time.monotonic()
+    lab.r.start([BROKEN_HOST])
+    rows = lab.watch(timeout=600)
+    print(f"[lab] rerun on {BROKEN_HOST} in {time.monotonic() - t:.0f}s")
+    after = lab.steps(BROKEN_HOST)[len(before):]
+    # it began at the broken step, which passes now; the ok steps before it were not run again
+    assert after[:2] == [(BROKEN, "started"), (BROKEN, "ok")], after
+    assert not [step for step, _ in after if step in BEFORE_BROKEN], after
+    assert rows[BROKEN_HOST].step != BROKEN
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_a_shell_in_a_node_and_down_leaves_nothing(lab):
+    import sys
+    r = subprocess.run([sys.executable, "-m", "provisioner", "lab", "roles", "shell", "compute2",
+                        "--work-dir", str(lab.work)], input="hostname; stat -c %a /etc/provisioner/node.env\n",
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PROVISIONER_STATE_DIR": str(lab.state)})
+    assert r.returncode == 0 and r.stdout.split()[-2:] == ["compute2", "600"], r.stdout + r.stderr
+    state = lab.sub._load_state()
+    service = state["processes"]["service"]
+    lab.r.down()
+    from provisioner.lab.roles import containers, netns
+    assert not [ns for ns in netns.namespaces() if ns.startswith(f"pvr-{state['lab_id']}")]
+    assert containers.mounts_under(lab.work) == []
+    assert not Path(f"/proc/{service['pid']}").exists()
+    assert not (lab.work / "service").exists()

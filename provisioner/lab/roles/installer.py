@@ -18,6 +18,7 @@ The lab never holds a node's first-boot credential: it stays in the container.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from provisioner.render.kscheck import check_kickstart
@@ -87,7 +88,7 @@ def drop_in(settings: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_runner(sub, hostname: str, settings: dict[str, str]) -> None:
+def start_runner(sub, hostname: str, settings: dict[str, str], timeout: float = 60.0) -> None:
     """The unit %post enabled, started now (the container has booted already), with the
     rehearsal's settings in a drop-in; --no-block: it runs for as long as the plan takes."""
     if settings:
@@ -95,11 +96,24 @@ def start_runner(sub, hostname: str, settings: dict[str, str]) -> None:
                      input=drop_in(settings))
         if r.returncode != 0:
             raise InstallError(f"{hostname}: cannot write {DROP_IN}: {r.stderr.strip()}")
+    before = _invocation(sub, hostname)
     r = sub.exec(hostname, ["systemctl", "daemon-reload"])
     if r.returncode == 0:
         r = sub.exec(hostname, ["systemctl", "start", "--no-block", UNIT])
     if r.returncode != 0:
         raise InstallError(f"{hostname}: cannot start {UNIT}: {r.stderr.strip()}")
+    # until the job has run: before that the unit still shows how its last run ended, and a
+    # watcher would take a rerun for the failure it is meant to fix
+    deadline = time.monotonic() + timeout
+    while _invocation(sub, hostname) == before:
+        if time.monotonic() > deadline:
+            raise InstallError(f"{hostname}: {UNIT} not started after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def _invocation(sub, hostname: str) -> str:
+    """The unit's InvocationID: a new one each time it starts."""
+    return sub.exec(hostname, ["systemctl", "show", "-p", "InvocationID", "--value", UNIT]).stdout.strip()
 
 
 def unit_state(sub, hostname: str) -> dict[str, str]:

@@ -60,16 +60,19 @@ def row(hostname: str, view: NodeView, until: str | None) -> Row:
     steps = limited(view.plan.get("steps", []), until)
     ok = sum(1 for s in steps if s["state"] == "ok")
     base = {"node": hostname, "steps_ok": ok, "steps": len(steps)}
+    unit = view.unit.get("ActiveState", "")
     failed = next((s for s in steps if s["state"] == "failed"), None)
+    if failed and unit == "activating":
+        # run again (the fix is in): the runner is about to report the step started
+        return Row(state="running", step=failed["id"], message=f"resuming at {failed['id']}", **base)
     if failed:
-        return Row(state="failed", step=failed["id"], message=last_line(failed.get("output", "")) or "failed",
-                   **base)
+        return Row(state="failed", step=failed["id"],
+                   message=last_line(failed.get("output", "")) or f"{failed['id']} failed, saying nothing", **base)
     if steps and ok == len(steps):
         what = "deployed" if view.plan.get("state") == "deployed" else f"every step up to {steps[-1]['id']} ok"
         return Row(state="done", step=steps[-1]["id"], message=what, **base)
     if not steps:
         return Row(state="done", message="no step of its plan is in this rehearsal", **base)
-    unit = view.unit.get("ActiveState", "")
     if unit == "failed" or (unit == "inactive" and view.unit.get("Result", "success") != "success"):
         # ended without a failed step: it never got as far as a step (configuration, plan)
         return Row(state="failed", message="runner ended: " + (view.journal[-1] if view.journal else
@@ -155,7 +158,7 @@ class Watcher:
         self.rows: list[Row] = []
 
     def start_clock(self, hostname: str) -> None:
-        self.started.setdefault(hostname, self.clock())
+        self.started[hostname] = self.clock()
         self.finished.pop(hostname, None)
 
     def refresh(self) -> list[Row]:
