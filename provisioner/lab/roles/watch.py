@@ -67,7 +67,7 @@ def row(hostname: str, view: NodeView, until: str | None) -> Row:
         return Row(state="running", step=failed["id"], message=f"resuming at {failed['id']}", **base)
     if failed:
         return Row(state="failed", step=failed["id"],
-                   message=last_line(failed.get("output", "")) or f"{failed['id']} failed, saying nothing", **base)
+                   message=last_line(failed.get("output", "")) or "failed, saying nothing (its output is empty)", **base)
     if steps and ok == len(steps):
         what = "deployed" if view.plan.get("state") == "deployed" else f"every step up to {steps[-1]['id']} ok"
         return Row(state="done", step=steps[-1]["id"], message=what, **base)
@@ -118,11 +118,14 @@ def table(rows: list[Row], title: str = "") -> Table:
 
 def summary(rows: list[Row]) -> Table:
     t = Table(title="rehearsal summary")
-    for col in ("node", "result", "steps ok", "elapsed", "failed step", "message"):
-        t.add_column(col, overflow="fold")
+    t.add_column("node", no_wrap=True)
+    t.add_column("result", no_wrap=True)
+    t.add_column("steps ok", justify="right", no_wrap=True)
+    t.add_column("elapsed", justify="right", no_wrap=True)
+    t.add_column("where it ended, and why", overflow="fold")
     for r in rows:
         t.add_row(r.node, Text(r.state, style=STYLE.get(r.state, "")), f"{r.steps_ok}/{r.steps}",
-                  _elapsed(r.elapsed), r.step if r.state == "failed" else "", r.message)
+                  _elapsed(r.elapsed), Text(f"{r.step}\n", style="bold") + Text(r.message) if r.step else r.message)
     return t
 
 
