@@ -144,6 +144,10 @@ def test_rows_say_what_each_node_does():
     row = watch.row("compute1", _view([(a, None, "ok"), (b, None, "failed"), (c, None, "pending")],
                                       output="wrote x\nbroken on purpose\n", unit=ended), None)
     assert (row.state, row.step, row.message, row.steps_ok, row.steps) == ("failed", b, "broken on purpose", 1, 3)
+    row = watch.row("compute1", _view([(b, None, "failed")], unit=ended, output=(
+        "curl: (60) SSL certificate problem: unable to get local issuer certificate\n"
+        "More details here: https://curl.se/docs/sslcerts.html\n\nhow to fix it, please visit the webpage above.\n")), None)
+    assert row.message == "curl: (60) SSL certificate problem: unable to get local issuer certificate"
     # run again after the fix: resuming, not failed, until the runner reports the step anew
     row = watch.row("compute1", _view([(a, None, "ok"), (b, None, "failed"), (c, None, "pending")],
                                       output="broken on purpose\n"), None)
@@ -359,3 +363,46 @@ def test_a_shell_in_a_node_and_down_leaves_nothing(lab):
     assert containers.mounts_under(lab.work) == []
     assert not Path(f"/proc/{service['pid']}").exists()
     assert not (lab.work / "service").exists()
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_over_https_the_ca_travels_in_the_kickstart_and_the_runner_pins_it(tmp_path):
+    """service.url https: the service's own CA goes into the kickstart, the hand-over writes it,
+    the runner reports over HTTPS with it pinned, and the lab reads the API with it. One node,
+    one step (about 25 s)."""
+    import yaml
+    from importlib import resources
+
+    from rich.console import Console
+
+    from provisioner.app import open_context
+    from provisioner.config import load_site
+    from provisioner.lab.roles import Substrate, rootfs
+    from provisioner.lab.roles.rehearse import Rehearsal
+    data = yaml.safe_load(resources.files("provisioner").joinpath("site.yaml").read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["hostname"] == "controller"]
+    data["service"]["url"] = "https://192.168.0.254:8443"
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    site = load_site(tmp_path / "site.yaml")
+    ctx = open_context(tmp_path / "operator", site)
+    nodes = ctx.registry.list()
+    ctx.registry.close()
+    cache = os.environ.get("PROVISIONER_LAB_ROLES_CACHE") or rootfs.default_cache_dir()
+    work = Path(tempfile.mkdtemp(prefix="pvr-tls-", dir="/var/tmp"))
+    sub = Substrate.from_site(site, nodes, cache, work, recipe=RECIPE)
+    r = Rehearsal(sub, site, nodes, until="01-network-gateway/03-hosts")
+    try:
+        r.up(boot_timeout=300)
+        pem = sub.exec("controller", ["cat", "/etc/provisioner/ca.pem"]).stdout
+        assert "BEGIN CERTIFICATE" in pem and pem == r.service.ca_file().read_text()
+        assert "PROVISIONER_URL='https://192.168.0.254:8443'" in sub.exec(
+            "controller", ["cat", "/etc/provisioner/node.env"]).stdout
+        r.start()
+        r.watch(timeout=300, console=Console(file=io.StringIO()))
+        # the runner's reports came in over HTTPS (whatever the step made of it: 03-hosts's own
+        # curl is its owner's)
+        steps = [(e["detail"]["step"], e["detail"]["status"]) for e in r.events("controller") if e["type"] == "step"]
+        assert steps[0] == ("01-network-gateway/03-hosts", "started") and len(steps) == 2, steps
+    finally:
+        r.down()
+        shutil.rmtree(work, ignore_errors=True)

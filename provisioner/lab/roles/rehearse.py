@@ -75,6 +75,10 @@ class Rehearsal:
             for n in self.nodes:
                 self.install(n.hostname)
         except BaseException:
+            if self.service.log.exists():
+                self.progress(f"the service's last words ({self.service.log}):")
+                for line in self.service.log.read_text(errors="replace").splitlines()[-15:]:
+                    self.progress(f"  {line}")
             self.progress("up failed: taking down what it made")
             self.down()
             raise
@@ -105,6 +109,9 @@ class Rehearsal:
         if self._ns is None:
             self._ns = NamespaceThread(self.sub.lab_namespace)
             self._http = requests.Session()
+            # nothing from the environment: no proxy between this and the lab's namespace, and
+            # $REQUESTS_CA_BUNDLE would replace the service's CA below
+            self._http.trust_env = False
             self._http.headers["Authorization"] = f"Bearer {self.service.admin_token()}"
             ca = self.service.ca_file()
             if ca:

@@ -9,6 +9,7 @@ cannot know: a runner that ended without reporting a step (no configuration, no 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -50,9 +51,14 @@ def limited(steps: list[dict], until: str | None) -> list[dict]:
     return steps[:ids.index(until) + 1] if until in ids else []
 
 
+_SAYS_WHY = re.compile(r"error|fail|cannot|can't|refused|denied|problem|not |timed out|broken|missing|invalid", re.I)
+
+
 def last_line(text: str) -> str:
+    """The output's last line that says what went wrong (curl, for one, ends with advice), else its last."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    why = [ln for ln in lines if _SAYS_WHY.search(ln)]
+    return (why or lines or [""])[-1]
 
 
 def row(hostname: str, view: NodeView, until: str | None) -> Row:
