@@ -692,7 +692,7 @@ def lab_roles_down(work_dir):
 @roles_work_option
 @fail_cleanly
 def lab_roles_status(work_dir):
-    """Each container's systemd state (running, degraded, stopped)."""
+    """Each container's systemd state (running, degraded, stopped), and the lab's service."""
     from provisioner.lab.roles import Substrate
     sub = Substrate([], None, work_dir)
     states = sub.status()
@@ -701,6 +701,8 @@ def lab_roles_status(work_dir):
         return
     for host, state in states.items():
         click.echo(f"{host:<12} {state}")
+    for name, state in sub.processes().items():
+        click.echo(f"{name:<12} {state}")
     click.echo(f"root {sub.root}; namespaces {', '.join(sub.namespaces())}")
 
 

@@ -355,6 +355,9 @@ def test_a_shell_in_a_node_and_down_leaves_nothing(lab):
                        capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PROVISIONER_STATE_DIR": str(lab.state)})
     assert r.returncode == 0 and r.stdout.split()[-2:] == ["compute2", "600"], r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "provisioner", "lab", "roles", "status", "--work-dir", str(lab.work)],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PROVISIONER_STATE_DIR": str(lab.state)})
+    assert re.search(r"^service +pid \d+, running$", r.stdout, re.M), r.stdout
     state = lab.sub._load_state()
     service = state["processes"]["service"]
     lab.r.down()

@@ -27,6 +27,7 @@ HANDOVER_MARKER = "# -- first-boot hand-over --"
 SCRIPT = "/root/ks-script-firstboot"           # Anaconda runs its scripts from files, too
 POST_LOG = "/root/provisioner-post.log"        # %post's --log, which its failure trap reads
 UNIT = "provisioner-firstboot.service"
+TRANSIENT = (7, 28, 52, 55, 56)      # curl: cannot connect, timed out, empty reply, send/receive failed
 DROP_IN = f"/etc/systemd/system/{UNIT}.d/rehearsal.conf"
 
 
@@ -62,8 +63,14 @@ def handover_script(kickstart: str) -> Handover:
 
 def install(sub, hostname: str, mac: str, boot_url: str) -> None:
     """Fetch the node's kickstart from inside its container and run the hand-over there."""
-    r = sub.exec(hostname, ["curl", "-fsS", "-m", "60", "--retry", "5", "--retry-connrefused",
-                            f"{boot_url}/ks/{mac}"])
+    for attempt in range(3):
+        r = sub.exec(hostname, ["curl", "-fsS", "-m", "60", "--retry", "5", "--retry-connrefused",
+                                f"{boot_url}/ks/{mac}"])
+        # curl's --retry leaves a reset or an empty reply alone (seen once, not again, right
+        # after a container's boot); an answer (a 403, a 409) is never asked again
+        if r.returncode not in TRANSIENT:
+            break
+        time.sleep(1 + attempt)
     if r.returncode != 0:
         raise InstallError(f"{hostname}: fetching its kickstart failed: {r.stderr.strip()}")
     script = handover_script(r.stdout).script

@@ -222,6 +222,12 @@ class Substrate:
         self._procs[name] = proc
         self._save_state(state)
 
+    def processes(self) -> dict[str, str]:
+        """What runs beside the containers: name -> "pid N, running" or "gone"."""
+        state = self._load_state() or {}
+        return {name: f"pid {p['pid']}, running" if start_time(p["pid"]) == p["start"] else "gone"
+                for name, p in state.get("processes", {}).items()}
+
     def adopt_dir(self, path: Path) -> None:
         """A directory made for the lab: `down` removes it."""
         state = self._require_state()
