@@ -251,4 +251,4 @@ def test_cli_status_and_down_with_nothing_up(tmp_path, monkeypatch):
     r = runner.invoke(main, ["lab", "roles", "down", "--work-dir", str(tmp_path / "lab")])
     assert r.exit_code == 0 and "nothing to take down" in r.output
     r = runner.invoke(main, ["lab", "roles", "up", "--help"])
-    assert "role steps come next" in " ".join(r.output.split())
+    assert "run the first-boot runner in every one" in " ".join(r.output.split())
