@@ -105,14 +105,14 @@ class Rehearsal:
     # -- watching ------------------------------------------------------------------------------
 
     def api(self, path: str) -> object:
-        """GET an API path with the admin token, from inside the lab's namespace."""
+        """GET an API path with the read-only token, from inside the lab's namespace."""
         if self._ns is None:
             self._ns = NamespaceThread(self.sub.lab_namespace)
             self._http = requests.Session()
             # nothing from the environment: no proxy between this and the lab's namespace, and
             # $REQUESTS_CA_BUNDLE would replace the service's CA below
             self._http.trust_env = False
-            self._http.headers["Authorization"] = f"Bearer {self.service.admin_token()}"
+            self._http.headers["Authorization"] = f"Bearer {self.service.read_token()}"
             ca = self.service.ca_file()
             if ca:
                 self._http.verify = str(ca)
@@ -135,7 +135,9 @@ class Rehearsal:
                 view.barriers[step["wait"]] = self.api(f"/api/v1/barriers/{step['wait']}")
                 break
         view.unit = installer.unit_state(self.sub, hostname)
-        if view.unit.get("ActiveState") in ("failed", "inactive"):
+        if view.unit.get("ActiveState") in ("failed", "inactive") and \
+                not any(s["state"] == "failed" for s in plan["steps"]):
+            # ended without a step to show for it: only its journal says why
             view.journal = installer.journal_tail(self.sub, hostname)
         return view
 

@@ -89,9 +89,10 @@ class LabService:
                 raise ServiceError(f"provisioner serve not listening after {timeout:.0f}s: {self._tail()}")
             time.sleep(0.2)
 
-    def admin_token(self) -> str:
+    def read_token(self) -> str:
+        """The read-only token: plans, events and barriers are all the lab reads."""
         from provisioner.credentials import load_or_create
-        return load_or_create(self.state_dir).admin_token
+        return load_or_create(self.state_dir).reader_token
 
     def ca_file(self) -> Path | None:
         """The CA to verify the API with, when it speaks HTTPS (serve made it in its state dir)."""

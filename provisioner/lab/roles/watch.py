@@ -3,7 +3,7 @@ live table and summary drawn from those rows (rich).
 
 The rows come from what the service knows (the node's plan with each step's state, its events,
 the barriers it waits on: GET /api/v1/nodes/<mac>/plan, /events, /barriers/<name>, with the
-admin token), and from the runner unit's state in the container only for what the service
+read-only token), and from the runner unit's state in the container only for what the service
 cannot know: a runner that ended without reporting a step (no configuration, no plan).
 """
 
