@@ -635,7 +635,7 @@ def _roles_substrate(work_dir, cache_dir, recipe="full", ctx=None):
 def lab_roles_up(keep, until, barrier_timeout, barrier_poll, timeout, recipe, boot_timeout, work_dir, cache_dir):
     """Boot one container per registered node, run the service beside them, install each node
     through its kickstart's first-boot hand-over and run the first-boot runner in every one: a
-    live table while it runs, then a summary. Exit status 1 if any node failed."""
+    live table while it runs, then a summary. Exit status 1 unless every node is done."""
     from rich.console import Console
 
     from provisioner.lab.roles import SubstrateError
@@ -645,9 +645,9 @@ def lab_roles_up(keep, until, barrier_timeout, barrier_poll, timeout, recipe, bo
     from provisioner.lab.roles.watch import summary
     ctx = _context()
     sub = _roles_substrate(work_dir, cache_dir, recipe, ctx)
-    rehearsal = Rehearsal(sub, ctx.site, ctx.registry.list(), until=until, barrier_timeout=barrier_timeout,
-                          barrier_poll=barrier_poll, progress=click.echo)
     try:
+        rehearsal = Rehearsal(sub, ctx.site, ctx.registry.list(), until=until, barrier_timeout=barrier_timeout,
+                              barrier_poll=barrier_poll, progress=click.echo)
         rehearsal.up(boot_timeout=boot_timeout)
     except (SubstrateError, ServiceError, InstallError) as e:
         raise click.ClickException(str(e)) from None
@@ -660,7 +660,7 @@ def lab_roles_up(keep, until, barrier_timeout, barrier_poll, timeout, recipe, bo
         rows = rehearsal.watch(timeout, console=console)
     except KeyboardInterrupt:
         rows = rehearsal.watcher.rows
-    except InstallError as e:
+    except (InstallError, SubstrateError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         if keep:
