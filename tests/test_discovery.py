@@ -348,3 +348,45 @@ def test_an_older_registry_is_migrated(tmp_path, site):
     assert reg.get("52:54:00:0c:00:02").inventory is None
     found, new = reg.discover(MAC, {**inventory(MAC)}, 10)
     assert new and found.inventory["cpus"] == 4
+
+
+# -- through the real boot server -----------------------------------------------------------------
+
+def test_the_boot_server_answers_reports_and_refusals_from_the_same_table(app, registry):
+    import requests
+
+    from provisioner.boot.bootsrv import BootServer
+    discovery_on(app, max_nodes=1)
+    node_http = app.extensions["provisioner"].node_http
+    server = BootServer(node_http.answer, "127.0.0.1", 0, after_round=node_http.after_round,
+                        admit=node_http.admit).start()
+    url = f"http://127.0.0.1:{server.port}/discover"
+    try:
+        before = db_dump(registry)
+        assert requests.post(f"{url}/{MAC}", data=b"{" + b" " * 70_000 + b"}", timeout=10).status_code == 413
+        assert requests.post(f"{url}/{MAC}", data=b"[", timeout=10).status_code == 400
+        assert requests.post(f"{url}/52:54:00:0c:00:02", json=inventory("52:54:00:0c:00:02"),
+                             timeout=10).status_code == 409
+        assert requests.get(f"{url}/{MAC}", timeout=10).status_code == 405
+        assert db_dump(registry) == before
+        r = requests.post(f"{url}/{MAC}", json=inventory(), timeout=10)
+        assert r.status_code == 200 and r.json() == {"mac": MAC, "state": "discovered"}
+        assert requests.post(f"{url}/52:54:00:dd:00:02", json=inventory("52:54:00:dd:00:02"),
+                             timeout=10).status_code == 507
+    finally:
+        server.stop()
+    assert [d.mac for d in registry.discovered()] == [MAC]
+
+
+def test_enroll_is_on_disk_before_it_is_answered(client, app, registry, admin):
+    """Enroll arms netboot: its commit is fsynced (synchronous=FULL), as rebuild's is."""
+    discovery_on(app)
+    _discover(client)
+    seen = []
+    db = registry._conn()
+    db.set_trace_callback(seen.append)
+    try:
+        assert client.post(f"/api/v1/nodes/{MAC}/enroll", json=ENROLL, headers=admin).status_code == 200
+    finally:
+        db.set_trace_callback(None)
+    assert "PRAGMA synchronous=FULL" in seen and seen.index("PRAGMA synchronous=FULL") < seen.index("COMMIT")
