@@ -77,6 +77,15 @@ def test_discovery_on_an_unknown_mac_gets_the_inspection_ramdisk(client, app, ra
         (client.get("/ipxe/52-54-00-dd-00-01") and caplog.text)
 
 
+def test_discovery_on_without_a_ramdisk_boots_from_the_disk_and_says_why(client, app, caplog):
+    caplog.set_level(logging.INFO, "provisioner.boot.pxe")
+    discovery_on(app)
+    text = client.get("/pxelinux.cfg/01-52-54-00-dd-00-01").get_data(as_text=True)
+    assert "DEFAULT local" in text and "LOCALBOOT 0" in text
+    assert "answered local: not registered, discovery on, but there is no inspection ramdisk " \
+           "(provisioner bootfiles inspect)" in caplog.text
+
+
 # -- the report -------------------------------------------------------------------------------
 
 def test_a_report_makes_a_discovered_node_with_its_inventory(client, app, registry):

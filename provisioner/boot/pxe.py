@@ -53,7 +53,12 @@ class Boot:
     def decision(self, mac: str) -> Decision:
         registry, on = self.ctx.registry, self.ctx.site.discovery.enabled
         node = registry.find(mac)
-        return decide(node, on, on and node is None and registry.find_discovered(mac) is not None)
+        d = decide(node, on, on and node is None and registry.find_discovered(mac) is not None)
+        if d.inspect and not all(inspect_file(self.state_dir, f) for f in ("vmlinuz", "initrd.img")):
+            # a loader sent to a kernel that is not there stops at its prompt: the disk is better
+            return Decision("local", f"{d.reason}, but there is no inspection ramdisk "
+                            "(provisioner bootfiles inspect)", None)
+        return d
 
     def inspect_args(self, mac: str) -> str:
         """The inspection ramdisk's command line: where to report, and the NIC it booted from."""
