@@ -399,3 +399,38 @@ def test_enroll_is_on_disk_before_it_is_answered(client, app, registry, admin):
     finally:
         db.set_trace_callback(None)
     assert "PRAGMA synchronous=FULL" in seen and seen.index("PRAGMA synchronous=FULL") < seen.index("COMMIT")
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+def test_cli_lists_shows_enrolls_and_removes_discovered_machines(tmp_path):
+    import subprocess
+    import sys
+    site = tmp_path / "site.yaml"
+    site.write_text(resources.files("provisioner").joinpath("site.yaml").read_text()
+                    + "\ndiscovery:\n  enabled: true\n")
+    state = tmp_path / "state"
+    reg = Registry.in_state_dir(state)
+    for mac in (MAC, "52:54:00:dd:00:02"):
+        reg.discover(mac, inventory(mac), 10)
+    reg.close()
+
+    def run(*args, ok=True):
+        proc = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
+                               *args], capture_output=True, text=True, timeout=120)
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc.stdout if ok else proc.stderr
+    listing = run("nodes", "list", "--state", "discovered").splitlines()
+    assert len(listing) == 3 and listing[1].split()[:2] == ["-", MAC] and "sda:250GB,sdb:80GB" in listing[1]
+    assert json.loads(run("nodes", "show", "52:54:01:dd:00:01"))["inventory"]["system"]["serial"] == "ABC1234"
+    out = run("nodes", "enroll", MAC, "--hostname", "compute10", "--ip", "192.168.0.10", "--role", "compute")
+    assert out == f"enrolled {MAC} as compute10 (192.168.0.10, nic0, disk {REPORT_COMPUTE_DISK} bytes), " \
+                  "armed for install\n"
+    assert "registered already" in run("nodes", "enroll", MAC, "--hostname", "compute11", "--ip", "192.168.0.11",
+                                       "--role", "compute", ok=False)
+    assert "no discovered machine has MAC 52:54:00:dd:00:09" in run(
+        "nodes", "enroll", "52:54:00:dd:00:09", "--hostname", "compute11", "--ip", "192.168.0.11", "--role",
+        "compute", ok=False)
+    assert run("nodes", "rm", "52:54:00:dd:00:02") == "removed discovered machine 52:54:00:dd:00:02\n"
+    assert run("nodes", "list", "--state", "discovered").splitlines()[1:] == []
+    assert "compute10" in run("nodes", "list", "--state", "registered")
