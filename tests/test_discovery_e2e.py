@@ -5,12 +5,12 @@ kernel, busybox), reports its NICs, its two disks, CPUs, memory and DMI to POST 
 and powers itself off: QEMU exits. The registry then holds it as `discovered` with the exact
 sizes of its disks, and enrolling it checks the layout against the size that was measured.
 
-Wall time here: about 60 s: building the boot files and starting the service ~10 s, SeaBIOS and
-iPXE's DHCP and TFTP ~15 s, lpxelinux fetching the kernel and initrd over HTTP ~15 s, the kernel
-and the ramdisk under TCG ~18 s."""
+Wall time here: 60-75 s (the machine is shared): building the boot files and starting the
+service ~10 s, SeaBIOS and iPXE's DHCP and TFTP ~15 s, lpxelinux fetching the kernel and initrd
+over HTTP ~15-30 s, the kernel and the ramdisk under TCG 12-18 s."""
 
-import os
 import json
+import os
 import shutil
 import subprocess
 from importlib import resources
