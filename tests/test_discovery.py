@@ -434,3 +434,13 @@ def test_cli_lists_shows_enrolls_and_removes_discovered_machines(tmp_path):
     assert run("nodes", "rm", "52:54:00:dd:00:02") == "removed discovered machine 52:54:00:dd:00:02\n"
     assert run("nodes", "list", "--state", "discovered").splitlines()[1:] == []
     assert "compute10" in run("nodes", "list", "--state", "registered")
+
+
+@pytest.mark.skipif(__import__("shutil").which("shellcheck") is None, reason="needs shellcheck")
+def test_the_ramdisk_scripts_pass_shellcheck():
+    import subprocess
+
+    from provisioner.boot.inspection import DATA
+    proc = subprocess.run(["shellcheck", "-s", "sh", str(DATA / "init"), str(DATA / "udhcpc.script")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
