@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +44,7 @@ class BootServer(Deferred, HttpServer):
     # answered: on the loop, each would hold every kickstart and kernel behind it. A few threads
     # are enough, as writers take turns on the registry's lock anyway.
     pool_threads = 4
+    switch_interval = 0.0005
 
     def __init__(self, answer: Callable[..., Reply], host: str = "127.0.0.1", port: int = 0, *,
                  sock: socket.socket | None = None, after_round: Callable[[], None] | None = None,
@@ -57,6 +59,15 @@ class BootServer(Deferred, HttpServer):
         self.after_round = after_round      # e.g. write what a round of answers noted, in one go
         self._round_pending = False         # one write of noted fetches queued at a time
         self._round_answered = False        # a GET was answered from memory since the last write
+
+    def start(self):
+        # The request loop shares the GIL with the transfer loop, the pool and the kickstart
+        # renderer, and gives it up at every system call (accept, recv, send); each time, Python's
+        # default switch interval (5 ms) lets another thread keep it that long before the loop
+        # gets it back, several times a request. A boot server process runs only this server.
+        if sys.getswitchinterval() > self.switch_interval:
+            sys.setswitchinterval(self.switch_interval)
+        return super().start()
 
     def admit(self, c: Conn, request: Request) -> Response | None:
         if request.method not in ("GET", "HEAD", "POST"):
