@@ -193,6 +193,7 @@ async def http(port: int, method: str, path: str, body: bytes = b"", headers: di
 
 SERVE_ARGS: list[str] = []   # extra `provisioner serve` options to try (--serve-arg)
 ONLY = None   # "tftp" or "http": measure one half alone (for finding where time goes)
+STACK = "both"
 
 
 async def boot_one(loop, stack: dict, mac: str, token: str | None, ks_times: list) -> None:
@@ -384,12 +385,19 @@ def run(n: int, initrd_mib: int) -> list[dict]:
     ref_work.mkdir()
     results = []
     try:
-        cpu0 = cpu_seconds(proc.pid)
-        r = asyncio.run(storm(stack, macs))
-        results.append(summary("ours", r, cpu_seconds(proc.pid) - cpu0, peak_rss_mib(proc.pid)))
+        if STACK != "reference":
+            cpu0 = cpu_seconds(proc.pid)
+            r = asyncio.run(storm(stack, macs))
+            results.append(summary("ours", r, cpu_seconds(proc.pid) - cpu0, peak_rss_mib(proc.pid)))
+        else:
+            results.append(None)
     finally:
         proc.terminate()
         proc.wait()
+    if STACK == "ours":
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        return results + [None]
     procs, ref = start_reference(ref_work, ours_work, macs, stack["probe_mac"], tree)
     try:
         cpu0 = sum(cpu_seconds(p.pid) for p in procs)
@@ -411,9 +419,12 @@ def main() -> None:
     ap.add_argument("--initrd-mib", type=int, default=16, help="size of the synthetic initrd")
     ap.add_argument("--only", choices=("tftp", "http"), help="run one half of each boot alone")
     ap.add_argument("--serve-arg", action="append", default=[], help="pass an option to `provisioner serve`")
+    ap.add_argument("--stack", choices=("ours", "reference", "both"), default="both",
+                    help="which stack to storm (one alone: for comparing changes back to back)")
     args = ap.parse_args()
-    global ONLY, SERVE_ARGS
+    global ONLY, SERVE_ARGS, STACK
     ONLY = args.only
+    STACK = args.stack
     SERVE_ARGS = args.serve_arg
     for missing in [t for t in ("nginx", "in.tftpd") if shutil.which(t) is None]:
         sys.exit(f"{missing} not found: apt-get install nginx tftpd-hpa")
@@ -421,6 +432,15 @@ def main() -> None:
           f"machine: {os.cpu_count()} cores")
     for n in args.nodes or [100, 1000]:
         ours, ref = run(n, args.initrd_mib)
+        if ours is None or ref is None:
+            for r in (ours, ref):
+                if r is not None:
+                    print(f"N={n:<5} {r['stack']:<15} wall {r['wall_s']:7.2f}s  probe p50/p99 {r['probe_p50_ms']:5.1f}/"
+                          f"{r['probe_p99_ms']:5.1f}ms ({r['probes']})  failures {r['failures']}  "
+                          f"server CPU {r['server_cpu_s']:6.2f}s  client CPU {r['client_cpu_s']:6.2f}s", flush=True)
+                    for f in r["first_failures"]:
+                        print(f"    failure: {f}")
+            continue
         for r in (ours, ref):
             print(f"N={n:<5} {r['stack']:<15} wall {r['wall_s']:7.2f}s  per-node p50 {r['p50_s']:6.2f}s "
                   f"p99 {r['p99_s']:6.2f}s  ks p99 {r['ks_p99_ms']:6.1f}ms (in-storm), "

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from provisioner.app import create_app, open_context
 from provisioner.boot.bootsrv import BootServer
+from provisioner.boot.node_http import Reply
 from provisioner.http.loop import Limits, Response, listening_socket
 from provisioner.http.wsgi import ApiServer
 from provisioner.boot.tftp import TftpServer
@@ -200,8 +201,9 @@ def _run_api_process(state_dir: Path, site, sock, threads: int, limits: Limits |
             if request.method != "POST" or not _CALLBACK.fullmatch(request.path):
                 return None
             reply = node_http.admit(request.method, request.path, request.header(b"authorization"), peer)
-            return None if reply is None else Response(reply.status, [("Content-Type", reply.content_type)],
-                                                       reply.body)
+            if not isinstance(reply, Reply):    # admitted (what it found is the boot routes' to redo)
+                return None
+            return Response(reply.status, [("Content-Type", reply.content_type)], reply.body)
 
         server = ApiServer(app, sock=sock, threads=threads, limits=limits, ssl_context=api_ssl,
                            admit=admit).start()

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -43,18 +44,30 @@ class BootServer(Deferred, HttpServer):
     # answered: on the loop, each would hold every kickstart and kernel behind it. A few threads
     # are enough, as writers take turns on the registry's lock anyway.
     pool_threads = 4
+    switch_interval = 0.0005
 
     def __init__(self, answer: Callable[..., Reply], host: str = "127.0.0.1", port: int = 0, *,
                  sock: socket.socket | None = None, after_round: Callable[[], None] | None = None,
                  admit: Callable[..., Reply | None] | None = None, limits: Limits | None = None):
-        """answer(method, path, body, authorization, peer) -> Reply; admit(method, path,
-        authorization, peer) -> Reply | None, before the body is read: a Reply refuses."""
+        """answer(method, path, body, authorization, peer[, admitted]) -> Reply; admit(method,
+        path, authorization, peer), before the body is read: a Reply refuses, anything else
+        admits and is handed to `answer` as `admitted` (None is not)."""
         super().__init__(host, port, sock=sock, limits=limits, bulk=True)
         self._init_deferred()
         self.answer = answer
         self.admit_head = admit
         self.after_round = after_round      # e.g. write what a round of answers noted, in one go
         self._round_pending = False         # one write of noted fetches queued at a time
+        self._round_answered = False        # a GET was answered from memory since the last write
+
+    def start(self):
+        # The request loop shares the GIL with the transfer loop, the pool and the kickstart
+        # renderer, and gives it up at every system call (accept, recv, send); each time, Python's
+        # default switch interval (5 ms) lets another thread keep it that long before the loop
+        # gets it back, several times a request. A boot server process runs only this server.
+        if sys.getswitchinterval() > self.switch_interval:
+            sys.setswitchinterval(self.switch_interval)
+        return super().start()
 
     def admit(self, c: Conn, request: Request) -> Response | None:
         if request.method not in ("GET", "HEAD", "POST"):
@@ -66,26 +79,35 @@ class BootServer(Deferred, HttpServer):
         except Exception:
             log.exception("boot http: admitting %s %s failed", request.method, request.target[:200])
             reply = Reply.text("internal error\n", 500)
-        return None if reply is None else _response(reply)
+        if isinstance(reply, Reply):
+            return _response(reply)
+        c.note = reply      # the route and node admit found: answer goes on from them
+        return None
 
     def handle(self, c: Conn, request: Request, body: bytes) -> None:
         method = request.method
         if method == "POST":
-            self.defer(c, lambda: _response(self._answer(request, body, c.peer[0])))
+            self.defer(c, lambda: _response(self._answer(request, body, c.peer[0], c.note)))
             return
         try:
-            reply = self.answer(method, request.path, body, request.header(b"authorization"), c.peer[0])
+            reply = self._reply(method, request, body, c.peer[0], c.note)
         except Exception:   # one request's trouble is that request's 500, never the loop's
             log.exception("boot http: %s %s failed", method, request.target[:200])
             reply = Reply.text("internal error\n", 500)
         if reply.path is not None:
             self._send_file(c, reply.path, method == "HEAD", request.header(b"range"))
         else:
+            self._round_answered = True     # it may have noted something (a kickstart fetch)
             self.send(c, _response(reply), head_only=method == "HEAD")
 
-    def _answer(self, request: Request, body: bytes, peer: str) -> Reply:
+    def _reply(self, method: str, request: Request, body: bytes, peer: str, admitted) -> Reply:
+        if admitted is None:
+            return self.answer(method, request.path, body, request.header(b"authorization"), peer)
+        return self.answer(method, request.path, body, request.header(b"authorization"), peer, admitted)
+
+    def _answer(self, request: Request, body: bytes, peer: str, admitted) -> Reply:
         try:
-            return self.answer(request.method, request.path, body, request.header(b"authorization"), peer)
+            return self._reply(request.method, request, body, peer, admitted)
         except Exception:   # one request's trouble is that request's 500, never the loop's
             log.exception("boot http: %s %s failed", request.method, request.target[:200])
             return Reply.text("internal error\n", 500)
@@ -94,9 +116,12 @@ class BootServer(Deferred, HttpServer):
         """Write what this round's answers noted, in one transaction: in a storm, a round holds
         dozens of kickstart fetches. (The answers went out as they were made: waiting for the
         commit cost more latency than the registry lagging them by a round is worth.) On the
-        pool: the commit may wait for a callback's fsync, and the loop must not."""
-        if self.after_round and not self._round_pending:
+        pool: the commit may wait for a callback's fsync, and the loop must not. Only after a
+        round that answered a GET from memory: a round of accepts, file hand-offs or callbacks
+        notes nothing, and handing the pool a task costs as much as answering a request."""
+        if self.after_round and self._round_answered and not self._round_pending:
             self._round_pending = True
+            self._round_answered = False
             self.defer_task(self._after_round)
 
     def _after_round(self) -> None:

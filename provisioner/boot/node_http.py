@@ -58,6 +58,15 @@ class Reply:
 _MAC = r"(?P<mac>[^/]+)"
 
 
+class Admitted:
+    """What `admit` found out about a request it let in, for `answer` to go on from instead of
+    finding it out again: the route, and for a callback the node whose credential it carries."""
+    __slots__ = ("handler", "match", "view")
+
+    def __init__(self, handler, match: re.Match, view=None):
+        self.handler, self.match, self.view = handler, match, view
+
+
 class NodeHttp:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -83,30 +92,37 @@ class NodeHttp:
         ]
 
     def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None,
-               peer: str | None = None) -> Reply:
+               peer: str | None = None, admitted: Admitted | None = None) -> Reply:
         """HEAD is answered as GET; the front end drops the body. `peer`: the client's address
-        (None where the front end cannot tell)."""
-        route = self._route(method, path)
-        if isinstance(route, Reply):
-            return route
-        handler, m = route
+        (None where the front end cannot tell). `admitted`: what `admit` said of this request."""
+        if admitted is None:
+            route = self._route(method, path)
+            if isinstance(route, Reply):
+                return route
+            handler, m = route
+        else:
+            handler, m = admitted.handler, admitted.match
+            if admitted.view is not None:
+                return handler(m, body, authorization, peer, admitted.view)
         return handler(m, body, authorization, peer)
 
     def admit(self, method: str, path: str, authorization: str | None = None,
-              peer: str | None = None) -> Reply | None:
+              peer: str | None = None) -> Reply | Admitted:
         """Called by a front end once a request's head is read, before its body is: the refusal
-        to send instead of reading the body, or None to go on. A body is only ever read for a
-        path that exists and a node whose credential the request carries."""
+        to send instead of reading the body, or what it found (hand it to `answer`) to go on. A
+        body is only ever read for a path that exists and a node whose credential the request
+        carries."""
         route = self._route(method, path)
         if isinstance(route, Reply):
             return route
         handler, m = route
+        view = None
         if handler == self.event:
             try:
-                self._event_node(m.group("mac"), parse_bearer(authorization))
+                view = self._event_node(m.group("mac"), parse_bearer(authorization))
             except RegistryError as e:
                 return Reply.error(e)
-        return None
+        return Admitted(handler, m, view)
 
     def _route(self, method: str, path: str):
         method = "GET" if method == "HEAD" else method
@@ -150,12 +166,14 @@ class NodeHttp:
         """Called by the boot server after each round of requests: write what they noted."""
         self.ctx.registry.flush()
 
-    def event(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
+    def event(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None,
+              view=None) -> Reply:
         """A kickstart's callback (the install token) or a first-boot step report (the
         first-boot credential). The answer to `installed` carries the first-boot credential:
-        the one time it is ever sent."""
+        the one time it is ever sent. `view`: the node `admit` found the credential to be
+        for (the registry checks the credential again as it writes)."""
         try:
-            node, firstboot = self._event(m.group("mac"), body, parse_bearer(authorization))
+            node, firstboot = self._event(m.group("mac"), body, parse_bearer(authorization), view)
         except RegistryError as e:
             return Reply.error(e)
         answer = node.public()
@@ -186,9 +204,10 @@ class NodeHttp:
                             "token")
         raise Forbidden(f"wrong or missing credential for {view.hostname}", "token")
 
-    def _event(self, mac_text: str, body: bytes, token: str | None):
+    def _event(self, mac_text: str, body: bytes, token: str | None, view=None):
         registry = self.ctx.registry
-        view = self._event_node(mac_text, token)
+        if view is None:
+            view = self._event_node(mac_text, token)
         try:
             data = json.loads(body)
         except ValueError:

@@ -17,12 +17,12 @@ bp = Blueprint("boot", __name__)
 
 def answer() -> Response:
     node_http = current_app.extensions["provisioner"].node_http
-    refusal = node_http.admit(request.method, request.path, request.headers.get("Authorization"),
-                             request.remote_addr)
-    if refusal is not None:     # the body stays unread
-        return to_response(refusal)
+    admitted = node_http.admit(request.method, request.path, request.headers.get("Authorization"),
+                               request.remote_addr)
+    if isinstance(admitted, Reply):     # refused: the body stays unread
+        return to_response(admitted)
     reply = node_http.answer(request.method, request.path, request.get_data(), request.headers.get("Authorization"),
-                             request.remote_addr)
+                             request.remote_addr, admitted)
     node_http.after_round()     # here a round is one request
     return to_response(reply)
 

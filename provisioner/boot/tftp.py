@@ -31,12 +31,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import selectors
+import select
 import socket
 import stat
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -76,8 +76,13 @@ def oack_packet(options: dict[str, str]) -> bytes:
     return struct.pack("!H", OACK) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
 
 
+_HEAD = struct.Struct("!HH")
+_pack_head = _HEAD.pack
+_unpack_head = _HEAD.unpack_from
+
+
 def data_packet(block: int, data: bytes) -> bytes:
-    return struct.pack("!HH", DATA, block % 65536) + data
+    return _pack_head(DATA, block & 0xFFFF) + data
 
 
 class BadRequest(ValueError):
@@ -188,10 +193,39 @@ class _LogThrottle:
             self.held = 0
 
 
-class _Source:
-    """The bytes a transfer sends: generated now, or a file opened once and closed once."""
+class _Contents:
+    """Small files' bytes, read once and shared by every transfer of them: a storm sends the same
+    two loaders to every machine, and a read per block was a system call per packet. Keyed by the
+    file's identity and version (device, inode, size, mtime), so a changed file is read again;
+    bounded in bytes, oldest out first (a transfer that holds evicted bytes keeps only those)."""
 
-    def __init__(self, resolved: Resolved):
+    def __init__(self, max_file: int = 1 << 20, max_total: int = 16 << 20):
+        self.max_file, self.max_total = max_file, max_total
+        self._entries: dict[tuple, bytes] = {}
+        self._total = 0
+
+    def get(self, fd: int, st: os.stat_result) -> bytes | None:
+        """The file's bytes, or None if it is too large to keep (then it is read block by block)."""
+        if st.st_size > self.max_file:
+            return None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        data = self._entries.get(key)
+        if data is None:
+            data = os.pread(fd, st.st_size, 0)
+            if len(data) != st.st_size:         # changed under us: read it again next time
+                return data
+            while self._entries and self._total + len(data) > self.max_total:
+                self._total -= len(self._entries.pop(next(iter(self._entries))))
+            self._entries[key] = data
+            self._total += len(data)
+        return data
+
+
+class _Source:
+    """The bytes a transfer sends: generated now, a small file's shared bytes (its descriptor
+    closed at once), or a large file opened once and closed once."""
+
+    def __init__(self, resolved: Resolved, contents: _Contents | None = None):
         self.fd: int | None = None
         if resolved.data is not None:
             self.data = resolved.data
@@ -204,9 +238,14 @@ class _Source:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _Refused(ERR_ACCESS, "not a regular file")
+            data = contents.get(fd, st) if contents is not None else None
         except BaseException:
             os.close(fd)
             raise
+        if data is not None:
+            os.close(fd)
+            self.data, self.size = data, len(data)
+            return
         self.fd, self.size = fd, st.st_size
 
     def read(self, offset: int, n: int) -> bytes:
@@ -221,30 +260,25 @@ class _Source:
             os.close(fd)
 
 
-@dataclass(eq=False)
 class _Transfer:
-    sock: socket.socket
-    peer: tuple[str, int]
-    name: str
-    source: _Source
-    blksize: int = 512
-    windowsize: int = 1
-    timeout: float = 2.0
-    oack: dict[str, str] | None = None
-    acked: int = 0          # absolute block number last acknowledged
-    sent_upto: int = 0
-    retries: int = 0
-    resend_at: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    progress_at: float = field(default_factory=time.monotonic)
+    # plain attributes, no properties: they are read for every packet
+    __slots__ = ("sock", "peer", "name", "source", "size", "blksize", "windowsize", "timeout", "oack",
+                 "acked", "sent_upto", "last_block", "retries", "resend_at", "started", "progress_at")
 
-    @property
-    def size(self) -> int:
-        return self.source.size
-
-    @property
-    def last_block(self) -> int:
-        return self.size // self.blksize + 1
+    def __init__(self, sock: socket.socket, peer: tuple[str, int], name: str, source: _Source, *,
+                 timeout: float = 2.0, now: float | None = None):
+        self.sock, self.peer, self.name, self.source = sock, peer, name, source
+        self.size = source.size
+        self.blksize = 512
+        self.windowsize = 1
+        self.timeout = timeout
+        self.oack: dict[str, str] | None = None
+        self.acked = 0          # absolute block number last acknowledged
+        self.sent_upto = 0
+        self.last_block = self.size // 512 + 1     # again once blksize is negotiated
+        self.retries = 0
+        self.resend_at = 0.0
+        self.started = self.progress_at = time.monotonic() if now is None else now
 
 
 class TftpServer(BackgroundServer):
@@ -272,8 +306,12 @@ class TftpServer(BackgroundServer):
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.host, self.port = self.sock.getsockname()
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        # epoll itself, not `selectors`: its wrapper costs a call and a key lookup per packet
+        self._sel = select.epoll()
+        self._sel.register(self.sock.fileno(), select.EPOLLIN)
+        self._by_fd: dict[int, _Transfer] = {}
+        self._ack = bytearray(16)       # what a transfer port receives: ACKs and ERRORs, 4 bytes used
+        self._contents = _Contents()
         self._transfers: dict[tuple[str, int], _Transfer] = {}
         self._per_source: dict[str, int] = {}
         self._note = _LogThrottle()
@@ -285,16 +323,24 @@ class TftpServer(BackgroundServer):
 
     def serve_forever(self) -> None:
         log.info("tftp: serving on %s:%d", self.host, self.port)
+        main = self.sock.fileno()
+        by_fd = self._by_fd
         try:
             while not self._stop.is_set():
-                for key, _ in self._sel.select(timeout=0.25):
+                ready = self._sel.poll(0.25)
+                # one clock reading a round: a packet's progress is stamped at most a round early,
+                # which ends a stalled transfer sooner, never later
+                now = time.monotonic()
+                for fd, _ in ready:
                     try:
-                        if key.data is None:
+                        if fd == main:
                             for _ in range(64):      # drain a burst of requests in one go
-                                if not self._on_request():
+                                if not self._on_request(now):
                                     break
                         else:
-                            self._on_transfer_packet(key.data)
+                            t = by_fd.get(fd)
+                            if t is not None:       # ended earlier in this round
+                                self._on_transfer_packet(t, now)
                     except Exception:  # one bad packet must never stop the server
                         self._note(logging.ERROR, "tftp: unexpected error; the server goes on", exc_info=True)
                 now = time.monotonic()
@@ -311,7 +357,7 @@ class TftpServer(BackgroundServer):
 
     # -- new requests -----------------------------------------------------------------------
 
-    def _on_request(self) -> bool:
+    def _on_request(self, now: float) -> bool:
         """Handle one packet on the main port; False when there was none waiting."""
         try:
             buf, peer = self.sock.recvfrom(MAX_PACKET)
@@ -320,10 +366,10 @@ class TftpServer(BackgroundServer):
         except OSError as e:   # e.g. ICMP port unreachable from a vanished client
             log.debug("tftp: recv on the main socket failed: %s", e)
             return True
-        self._handle_request(buf, peer)
+        self._handle_request(buf, peer, now)
         return True
 
-    def _handle_request(self, buf: bytes, peer) -> None:
+    def _handle_request(self, buf: bytes, peer, now: float | None = None) -> None:
         opcode = struct.unpack("!H", buf[:2])[0] if len(buf) >= 2 else None
         if opcode not in (RRQ, WRQ):
             self._note(logging.INFO, "tftp %s:%d: ignored a packet that is not a request (%d bytes)",
@@ -373,16 +419,17 @@ class TftpServer(BackgroundServer):
             self._note(logging.INFO, "tftp %s:%d: %r: %s", *peer, name[:200], resolved.why)
             self._error(self.sock, peer, resolved.error)
             return
-        self._begin(peer, name, resolved, req.options)
+        self._begin(peer, name, resolved, req.options, now)
 
     def _refuse_busy(self, peer, name: str, why: str, message: str) -> None:
         self.refused += 1
         self._note(logging.WARNING, "tftp %s:%d: refused %r: %s", *peer, name[:200], why)
         self._error(self.sock, peer, ERR_NOT_DEFINED, message)
 
-    def _begin(self, peer, name: str, resolved: Resolved, options: dict[str, str]) -> None:
+    def _begin(self, peer, name: str, resolved: Resolved, options: dict[str, str],
+               now: float | None = None) -> None:
         try:
-            source = _Source(resolved)
+            source = _Source(resolved, self._contents)
         except _Refused as r:
             self._note(logging.INFO, "tftp %s:%d: %r: %s", *peer, name[:200], r.why)
             self._error(self.sock, peer, r.code)
@@ -399,16 +446,18 @@ class TftpServer(BackgroundServer):
                        e.strerror)
             self._error(self.sock, peer, ERR_NOT_DEFINED, "server busy")
             return
-        t = _Transfer(sock, peer, name, source, timeout=self.timeout)
+        t = _Transfer(sock, peer, name, source, timeout=self.timeout, now=now)
         try:
             sock.bind((self.host, 0))      # a fresh port: the transfer ID (RFC 1350)
             sock.setblocking(False)
             t.oack = self._negotiate(t, options)
+            t.last_block = t.size // t.blksize + 1
             self._transfers[peer] = t
             self._per_source[peer[0]] = self._per_source.get(peer[0], 0) + 1
-            self._sel.register(sock, selectors.EVENT_READ, t)
+            self._sel.register(sock.fileno(), select.EPOLLIN)
+            self._by_fd[sock.fileno()] = t
             log.debug("tftp %s:%d: sending %r (%d bytes, options %s)", *peer, name, t.size, t.oack)
-            self._send_first(t)
+            self._send_first(t, t.started)
         except Exception as e:
             self._end(t)
             self._note(logging.WARNING, "tftp %s:%d: %r: could not start (%s)", *peer, name[:200], _short(e))
@@ -440,9 +489,11 @@ class TftpServer(BackgroundServer):
 
     # -- transfers --------------------------------------------------------------------------
 
-    def _on_transfer_packet(self, t: _Transfer) -> None:
+    def _on_transfer_packet(self, t: _Transfer, now: float) -> None:
+        # the one path every packet of a transfer takes: kept to a few calls
+        ack = self._ack
         try:
-            buf, peer = t.sock.recvfrom(MAX_PACKET)
+            n, peer = t.sock.recvfrom_into(ack)      # a longer datagram is cut to the buffer: fine
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:    # the client's port is gone (ICMP unreachable)
@@ -452,9 +503,9 @@ class TftpServer(BackgroundServer):
         if peer != t.peer:
             self._error(t.sock, peer, ERR_UNKNOWN_TID)
             return
-        if len(buf) < 4:
+        if n < 4:
             return
-        opcode, number = struct.unpack("!HH", buf[:4])
+        opcode, number = _unpack_head(ack)
         if opcode == ERROR:
             # UEFI firmware asks for tsize, then aborts and asks again: an ordinary end
             log.debug("tftp %s:%d: %r: client ended the transfer (error %d)", *t.peer, t.name, number)
@@ -464,48 +515,45 @@ class TftpServer(BackgroundServer):
             return
         if t.oack is not None and t.sent_upto == 0:
             if number == 0:
-                self._progress(t)
-                self._send_or_fail(t)
+                t.retries = 0
+                t.progress_at = now
+                self._send_or_fail(t, now)
             return
         block = self._absolute(t, number)
         if block is None or block <= t.acked:
             return      # duplicate or stray: answering each would be the Sorcerer's Apprentice bug
         t.acked = block
-        self._progress(t)
-        if t.acked >= t.last_block:
+        t.retries = 0
+        t.progress_at = now
+        if block >= t.last_block:
             self.served += 1
-            log.debug("tftp %s:%d: sent %r, %d bytes in %.2fs", *t.peer, t.name, t.size,
-                      time.monotonic() - t.started)
+            log.debug("tftp %s:%d: sent %r, %d bytes in %.2fs", *t.peer, t.name, t.size, now - t.started)
             self._end(t)
         else:
             # the whole window acknowledged, or (RFC 7440) the client acknowledged the last block
             # it got in order and the window starts again after it
-            self._send_or_fail(t)
+            self._send_or_fail(t, now)
 
     @staticmethod
     def _absolute(t: _Transfer, wire: int) -> int | None:
-        # block numbers wrap at 65536; only the blocks in flight can be meant
-        for block in range(t.acked + 1, t.sent_upto + 1):
-            if block % 65536 == wire:
-                return block
-        return None
+        # block numbers wrap at 65536; only the blocks in flight can be meant (a window is far
+        # shorter than 65536, so at most one of them has this number)
+        ahead = (wire - t.acked) & 0xFFFF
+        return t.acked + ahead if 0 < ahead <= t.sent_upto - t.acked else None
 
-    def _progress(self, t: _Transfer) -> None:
-        t.retries = 0
-        t.progress_at = time.monotonic()
-
-    def _send_first(self, t: _Transfer) -> None:
+    def _send_first(self, t: _Transfer, now: float) -> None:
         # before the client's first ACK its address may be spoofed: one small packet, no window
         if t.oack:
             self._send(t, oack_packet(t.oack))
         else:
             t.oack = None
             self._send_blocks(t, 1, 1)
-        self._arm(t)
+        self._arm(t, now)
 
-    def _send_or_fail(self, t: _Transfer) -> None:
+    def _send_or_fail(self, t: _Transfer, now: float) -> None:
         try:
-            self._send_window(t)
+            self._send_blocks(t, t.acked + 1, min(t.acked + t.windowsize, t.last_block))
+            t.resend_at = now + t.timeout       # _arm, with no retries since this progress
         except Exception as e:
             self._fail(t, e)
 
@@ -514,18 +562,21 @@ class TftpServer(BackgroundServer):
         self._error(t.sock, t.peer, ERR_NOT_DEFINED)
         self._end(t)
 
-    def _send_window(self, t: _Transfer) -> None:
-        self._send_blocks(t, t.acked + 1, min(t.acked + t.windowsize, t.last_block))
-        self._arm(t)
-
     def _send_blocks(self, t: _Transfer, first: int, last: int) -> None:
+        sendto, peer, size = t.sock.sendto, t.peer, t.blksize
+        data = t.source.data
         for block in range(first, last + 1):
-            self._send(t, data_packet(block, t.source.read((block - 1) * t.blksize, t.blksize)))
-        t.sent_upto = max(t.sent_upto, last)
+            offset = (block - 1) * size
+            chunk = data[offset:offset + size] if data is not None else t.source.read(offset, size)
+            try:
+                sendto(_pack_head(DATA, block & 0xFFFF) + chunk, peer)
+            except OSError as e:
+                log.debug("tftp %s:%d: send failed: %s", *peer, e)
+        if last > t.sent_upto:
+            t.sent_upto = last
 
-    def _arm(self, t: _Transfer) -> None:
-        wait = t.timeout * min(2 ** t.retries, MAX_BACKOFF)
-        t.resend_at = time.monotonic() + wait
+    def _arm(self, t: _Transfer, now: float) -> None:
+        t.resend_at = now + t.timeout * min(2 ** t.retries, MAX_BACKOFF)
 
     def _send(self, t: _Transfer, data: bytes) -> None:
         try:
@@ -550,12 +601,12 @@ class TftpServer(BackgroundServer):
             self._end(t)
         elif t.oack is not None and t.sent_upto == 0:
             self._send(t, oack_packet(t.oack))
-            self._arm(t)
+            self._arm(t, now)
         else:
             # only the first block the client lacks: a whole window per timeout would let a
             # client that never ACKs (or a spoofed one) draw megabytes
             self._send_blocks(t, t.acked + 1, t.acked + 1)
-            self._arm(t)
+            self._arm(t, now)
 
     def _end(self, t: _Transfer) -> None:
         if self._transfers.get(t.peer) is t:
@@ -565,10 +616,13 @@ class TftpServer(BackgroundServer):
                 self._per_source[t.peer[0]] = left
             else:
                 self._per_source.pop(t.peer[0], None)   # spoofed sources must not pile up here
-        try:
-            self._sel.unregister(t.sock)
-        except (KeyError, ValueError):
-            pass
+        fd = t.sock.fileno()
+        if fd >= 0 and self._by_fd.get(fd) is t:
+            del self._by_fd[fd]
+            try:
+                self._sel.unregister(fd)
+            except (OSError, ValueError):
+                pass
         t.sock.close()
         t.source.close()
 
