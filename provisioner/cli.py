@@ -560,6 +560,12 @@ def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, with_bmc, ipmi
             tree = rehearsal.make_tree(Path(tmp), ctx.site.os_name, ctx.site.os_version, ctx.site.os_arch)
             distros.import_tree(ctx.state_dir, str(tree))
         click.echo(f"rehearsal installer imported as {ctx.site.distro}")
+    if discover:
+        try:
+            for line in disc.ensure_inspection(ctx.state_dir):
+                click.echo(f"built {line}")
+        except disc.DiscoverError as e:
+            raise click.ClickException(str(e)) from None
     try:
         if discover:
             the_lab.up(nodes, start=False, progress=click.echo, reserve=False, pool=ctx.site.discovery.dhcp_pool)

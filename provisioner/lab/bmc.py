@@ -147,8 +147,10 @@ class LabBmcs:
             "SUSHY_EMULATOR_LIBVIRT_URI": self.uri,
             "SUSHY_EMULATOR_ALLOWED_INSTANCES": sorted(m.uuid for m in machines),
         }.items()))
+        # TMPDIR: its persistent state (memoize.py: indicators, virtual media) goes to
+        # $TMPDIR/sushy-emulator, by default shared by every emulator on the host
         self._spawn("sushy", [_tool("sushy-emulator"), "--config", str(conf)], self.dir / "sushy.log",
-                    {"SUSHY_EMULATOR_CONFIG": str(conf)})
+                    {"SUSHY_EMULATOR_CONFIG": str(conf), "TMPDIR": str(self.dir)})
 
     def _start_ipmi(self, machines: list[Machine], endpoints: dict[str, Endpoints], user: str,
                     password: str) -> None:

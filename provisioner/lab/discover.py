@@ -29,7 +29,7 @@ def lab_node(spec: NodeSpec) -> Node:
 def machines(ctx, machines_file) -> list[Node]:
     """The machines to build: the file's nodes (default: the embedded testbed's), checked for
     what would stop them being discovered."""
-    if not ctx.site.discovery.enabled:
+    if not getattr(ctx.site, "discovery", None) or not ctx.site.discovery.enabled:
         raise DiscoverError(f"the service's site ({ctx.site.source}) has discovery off: unknown machines would "
                             "boot from their disks; set discovery: {enabled: true} there")
     specs = load_site(machines_file).nodes
@@ -40,6 +40,17 @@ def machines(ctx, machines_file) -> list[Node]:
         raise DiscoverError(f"registered already, so never discovered: {', '.join(known)} (remove them, or give "
                             "--machines a file with others; the service's own --site registers its nodes)")
     return [lab_node(s) for s in specs]
+
+
+def ensure_inspection(state_dir) -> list[str]:
+    """The inspection ramdisk unknown machines boot (built once, as `bootfiles inspect` does)."""
+    from provisioner.boot import inspection
+    if all(inspection.inspect_file(state_dir, name) for name in inspection.FILES):
+        return []
+    try:
+        return inspection.build(state_dir)
+    except inspection.InspectionError as e:
+        raise DiscoverError(f"inspection ramdisk: {e}") from None
 
 
 def wait_discovered(registry, nodes: list[Node], timeout: float, progress=lambda nodes: None,
