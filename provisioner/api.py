@@ -11,6 +11,7 @@ from provisioner.auth import admin_required, bearer, may_read, reader_required, 
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.openapi import openapi_document
 from provisioner.plan import barrier_status, config_env, load_plan, node_plan
+from provisioner.registry.states import DISCOVERED
 from provisioner.registry.db import STATES, Forbidden, NotFound, RegistryError, check_firstboot_token
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -61,7 +62,10 @@ def list_nodes():
         raise nodes.InvalidNode(f"role: unknown role {role!r} (known: {', '.join(ctx.site.roles)})", "role")
     if state is not None and state not in STATES:
         raise nodes.InvalidNode(f"state: unknown state {state!r} (known: {', '.join(STATES)})", "state")
-    return jsonify(nodes=[n.public() for n in ctx.registry.list(role=role, state=state)])
+    found = [] if state == DISCOVERED else [n.public() for n in ctx.registry.list(role=role, state=state)]
+    if role is None and state in (None, DISCOVERED):
+        found += [d.public() for d in ctx.registry.discovered()]
+    return jsonify(nodes=found)
 
 
 @bp.post("/nodes")
@@ -78,8 +82,22 @@ def create_node():
 @bp.get("/nodes/<mac>")
 @reader_required
 def get_node(mac: str):
-    node = _ctx().registry.get(_mac(mac))
+    registry, mac = _ctx().registry, _mac(mac)
+    node = registry.find(mac)
+    if node is None:
+        return jsonify(registry.get_discovered(mac).public())
     return _tagged(jsonify(node.public()), node)
+
+
+@bp.post("/nodes/<mac>/enroll")
+@admin_required
+def enroll(mac: str):
+    """A discovered machine becomes a registered node, armed for install (registry/nodes.enroll)."""
+    ctx = _ctx()
+    node = nodes.enroll(ctx.site, ctx.registry, _mac(mac), _body())
+    resp = jsonify(node.public())
+    resp.headers["Location"] = f"/api/v1/nodes/{node.mac}"
+    return _tagged(resp, node)
 
 
 @bp.patch("/nodes/<mac>")
@@ -96,7 +114,11 @@ def patch_node(mac: str):
 @bp.delete("/nodes/<mac>")
 @admin_required
 def delete_node(mac: str):
-    _ctx().registry.remove(_mac(mac))
+    registry, mac = _ctx().registry, _mac(mac)
+    if registry.find(mac) is None and registry.find_discovered(mac) is not None:
+        registry.forget_discovered(mac)     # forgotten; it is discovered again if it boots again
+    else:
+        registry.remove(mac)
     return "", 204
 
 

@@ -228,6 +228,38 @@ def nodes_add(mac, hostname, ip, roles, interface, aliases, nics, disk_bytes, fi
     click.echo(f"registered {node.hostname} ({node.mac}, {node.spec.ip}), armed for install")
 
 
+@nodes.command("enroll")
+@common_options
+@click.argument("mac")
+@click.option("--hostname", required=True)
+@click.option("--ip", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="Repeat for several roles.")
+@click.option("--interface", default=None, help="The install NIC's name. Default: the NIC it booted from.")
+@click.option("--alias", "aliases", multiple=True)
+@click.option("--nic", "nics", multiple=True, metavar="MAC,NAME[,MODE]",
+              help="Its other NICs, as for `nodes add`. Default: every other NIC inspection found, off.")
+@click.option("--firmware", type=click.Choice(FIRMWARES), default=None,
+              help="bios or uefi. Default: what inspection found.")
+@bmc_options
+@fail_cleanly
+def nodes_enroll(mac, hostname, ip, roles, interface, aliases, nics, firmware):
+    """Register a discovered machine: its disk size and NICs come from its inventory."""
+    ctx = _context()
+    data = {"hostname": hostname, "ip": ip, "roles": list(roles)}
+    if interface is not None:
+        data["interface"] = interface
+    if aliases:
+        data["aliases"] = list(aliases)
+    if nics:
+        data["nics"] = [_nic(n) for n in nics]
+    if firmware is not None:
+        data["firmware"] = firmware
+    data.update(_bmc_input(new=True))
+    node = node_ops.enroll(ctx.site, ctx.registry, canonical_mac(mac), data)
+    click.echo(f"enrolled {node.mac} as {node.hostname} ({node.spec.ip}, {node.spec.interface}, "
+               f"disk {node.spec.disk_bytes} bytes), armed for install")
+
+
 @nodes.command("change")
 @common_options
 @click.argument("mac")
@@ -258,9 +290,10 @@ def nodes_change(mac, firmware):
 def nodes_list(role, state, as_json):
     """List nodes with their state and last event."""
     ctx = _context()
-    found = ctx.registry.list(role=role, state=state)
+    found = [] if state == "discovered" else ctx.registry.list(role=role, state=state)
+    discovered = ctx.registry.discovered() if role is None and state in (None, "discovered") else []
     if as_json:
-        click.echo(json.dumps([n.public() for n in found], indent=2))
+        click.echo(json.dumps([n.public() for n in [*found, *discovered]], indent=2))
         return
     rows = [("HOSTNAME", "MAC", "IP", "ROLES", "STATE", "NETBOOT", "LAST EVENT")]
     for n in found:
@@ -268,6 +301,9 @@ def nodes_list(role, state, as_json):
         rows.append((n.hostname, n.mac, n.spec.ip, ",".join(n.spec.roles), n.state,
                      "armed" if n.netboot else "off",
                      f"{last.type} {_age(last.at)} ago" if last else "-"))
+    for d in discovered:
+        disks = ",".join(f"{x['name']}:{x['bytes'] / 1e9:.0f}GB" for x in d.inventory["disks"])
+        rows.append(("-", d.mac, "-", "-", d.state, "off", f"inspected {_age(d.updated_at)} ago ({disks or 'no disks'})"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -278,9 +314,9 @@ def nodes_list(role, state, as_json):
 @click.argument("mac")
 @fail_cleanly
 def nodes_show(mac):
-    """Show one node and its recent events."""
+    """Show one node (or discovered machine) and its recent events."""
     ctx = _context()
-    node = ctx.registry.get(canonical_mac(mac))
+    node = ctx.registry.find(canonical_mac(mac)) or ctx.registry.get_discovered(canonical_mac(mac))
     out = node.public()
     out["events"] = [e.as_dict() for e in ctx.registry.events(node.mac, limit=20)]
     click.echo(json.dumps(out, indent=2))
@@ -291,8 +327,12 @@ def nodes_show(mac):
 @click.argument("mac")
 @fail_cleanly
 def nodes_rm(mac):
-    """Remove a node (its event log is kept)."""
-    node = _context().registry.remove(canonical_mac(mac))
+    """Remove a node or a discovered machine (its event log is kept)."""
+    registry, mac = _context().registry, canonical_mac(mac)
+    if registry.find(mac) is None and registry.find_discovered(mac) is not None:
+        click.echo(f"removed discovered machine {registry.forget_discovered(mac).mac}")
+        return
+    node = registry.remove(mac)
     click.echo(f"removed {node.hostname} ({node.mac})")
 
 
@@ -803,15 +843,40 @@ def bootfiles():
 @common_options
 @fail_cleanly
 def bootfiles_import():
-    """Copy pxelinux, GRUB (EFI) and iPXE from Debian's packages into the state directory."""
+    """Copy pxelinux, GRUB (EFI) and iPXE from Debian's packages into the state directory (and
+    build the inspection ramdisk when the site has discovery on)."""
     from provisioner.boot.bootfiles import bootfiles_dir, import_bootfiles
-    state_dir, _ = _settings()
+    state_dir, site = _settings()
     done, missing = import_bootfiles(state_dir)
     for line in done:
         click.echo(f"imported {line}")
     for line in missing:
         click.echo(f"skipped  {line}")
     click.echo(f"{len(done)} boot files in {bootfiles_dir(state_dir)}")
+    from provisioner.config import load_site
+    if load_site(site).discovery.enabled:
+        _build_inspection(state_dir, None)
+
+
+@bootfiles.command("inspect")
+@common_options
+@click.option("--kernel", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The kernel to boot. Default: the newest /boot/vmlinuz-*.")
+@fail_cleanly
+def bootfiles_inspect(kernel):
+    """Build the inspection ramdisk unknown machines boot when discovery is on (bootfiles import
+    builds it too when the site has discovery on)."""
+    state_dir, _ = _settings()
+    _build_inspection(state_dir, kernel)
+
+
+def _build_inspection(state_dir: Path, kernel: Path | None) -> None:
+    from provisioner.boot.inspection import InspectionError, build
+    try:
+        for line in build(state_dir, kernel):
+            click.echo(f"built    {line}")
+    except InspectionError as e:
+        raise click.ClickException(f"inspection ramdisk: {e}") from None
 
 
 @main.group()

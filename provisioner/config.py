@@ -53,6 +53,36 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A name and address a discovery rule hands to the next machine it matches."""
+    hostname: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Enroll discovered machines on their own: the first ones to match take `slots` in order
+    (README, "Discovery"). `match` keys: disk_bytes_min/max (the disk the roles' layout installs
+    to), cpus_min, memory_bytes_min, virt (true: vmx or svm), vendor, model (exact)."""
+    roles: tuple[str, ...]
+    slots: tuple[Slot, ...]
+    match: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What an unknown MAC that PXE-boots gets: local boot (off), or the inspection ramdisk."""
+    enabled: bool = False
+    max_nodes: int = 256            # discovered machines held at once; reports beyond are refused
+    dhcp_pool: tuple[str, str] | None = None   # addresses full-mode DHCP lends unknown machines
+    rules: tuple[Rule, ...] = ()
+
+
+DISCOVERY_MATCH = {"disk_bytes_min": int, "disk_bytes_max": int, "cpus_min": int, "memory_bytes_min": int,
+                   "virt": bool, "vendor": str, "model": str}
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     layout: str | None
@@ -124,6 +154,7 @@ class Site:
     ssh_authorized_keys: tuple[str, ...] = ()   # root's SSH keys on every node (sshkey)
     mirror: Mirror = Mirror()
     os_mirror: str = ""                         # os.mirror: the upstream the mirror copies
+    discovery: Discovery = Discovery()
 
     @property
     def distro(self) -> str:
@@ -184,7 +215,7 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         raise ConfigError(f"{source}: the top level must be a mapping")
     allowed = {"name", "domain", "timezone", "service", "network", "ntp_servers", "os", "openstack",
                "roles", "packages", "layouts", "nodes", "templates", "boot", "security",
-               "ssh_authorized_keys", "mirror"}
+               "ssh_authorized_keys", "mirror", "discovery"}
     _only_keys(data, allowed, "")
     name = _str(data.get("name", "site"), "name")
     domain = _str(data.get("domain"), "domain").lower()
@@ -339,12 +370,104 @@ def parse_site(data: object, source: str = "site.yaml") -> Site:
         test_image=test_image, open_reads=open_reads, kickstart_node_address_only=ks_address_only,
         tls_ca=tls_ca, ssh_authorized_keys=ssh_keys, mirror=mirror, os_mirror=fill["mirror"],
     )
+    object.__setattr__(site, "discovery", _discovery(data.get("discovery", {}), site))
     nodes = []
     for i, n in enumerate(_list(data.get("nodes", []), "nodes")):
         nodes.append(parse_node(_bmc_password_file(n, source, f"nodes[{i}]"), site, f"nodes[{i}]"))
     _check_unique(nodes)
+    _check_slots(site, nodes)
     object.__setattr__(site, "nodes", tuple(nodes))
     return site
+
+
+def _discovery(value: object, site: Site) -> Discovery:
+    d = _map(value if value is not None else {}, "discovery")
+    _only_keys(d, {"enabled", "max_nodes", "dhcp_pool", "rules"}, "discovery")
+    enabled = _flag(d.get("enabled", False), "discovery.enabled")
+    cap = d.get("max_nodes", Discovery.max_nodes)
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 100_000:
+        raise ConfigError(f"discovery.max_nodes: {cap!r} is not a number of machines from 1 to 100000")
+    pool = d.get("dhcp_pool")
+    if pool is not None:
+        p = _map(pool, "discovery.dhcp_pool")
+        _only_keys(p, {"start", "end"}, "discovery.dhcp_pool")
+        start = _ip_in(p.get("start"), site.network, "discovery.dhcp_pool.start")
+        end = _ip_in(p.get("end"), site.network, "discovery.dhcp_pool.end")
+        if ipaddress.IPv4Address(start) > ipaddress.IPv4Address(end):
+            raise ConfigError(f"discovery.dhcp_pool: start {start} is after end {end}")
+        pool = (start, end)
+    elif enabled:
+        # full-mode DHCP lends unknown machines nothing (dhcp.py): a default pool at the top of
+        # the network, below its last address (often the service or a router)
+        net = site.network
+        count = min(32, max(1, (net.num_addresses - 2) // 4))
+        end_ip = net.broadcast_address - 2 if net.prefixlen < 31 else net.broadcast_address
+        pool = (str(end_ip - (count - 1)), str(end_ip))
+    if pool is not None:
+        service = urlparse(site.service_url).hostname
+        for what, ip in (("network.gateway", site.gateway), ("the service's address", service)):
+            if ip and _is_ip(ip) and _in_pool(ip, pool):
+                raise ConfigError(f"discovery.dhcp_pool: {pool[0]}-{pool[1]} holds {what} {ip}"
+                                  + ("" if d.get("dhcp_pool") else " (the default pool: set discovery.dhcp_pool)"))
+    rules = []
+    for i, r in enumerate(_list(d.get("rules", []), "discovery.rules")):
+        rw = f"discovery.rules[{i}]"
+        r = _map(r, rw)
+        _only_keys(r, {"match", "roles", "nodes"}, rw)
+        roles = validate_roles(r.get("roles"), site, f"{rw}.roles")
+        match = _map(r.get("match", {}), f"{rw}.match")
+        _only_keys(match, set(DISCOVERY_MATCH), f"{rw}.match")
+        for key, kind in DISCOVERY_MATCH.items():
+            if key in match:
+                v = match[key]
+                if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                    raise ConfigError(f"{rw}.match.{key}: {v!r} is not a whole number")
+                if kind is bool and not isinstance(v, bool):
+                    raise ConfigError(f"{rw}.match.{key}: must be true or false")
+                if kind is str:
+                    _str(v, f"{rw}.match.{key}")
+        slots = []
+        for j, s in enumerate(_list(r.get("nodes"), f"{rw}.nodes")):
+            sw = f"{rw}.nodes[{j}]"
+            s = _map(s, sw)
+            _only_keys(s, {"hostname", "ip"}, sw)
+            slots.append(Slot(_hostname(s.get("hostname"), f"{sw}.hostname"), _ip_in(s.get("ip"), site.network, f"{sw}.ip")))
+        if not slots:
+            raise ConfigError(f"{rw}.nodes: a rule needs at least one {{hostname, ip}} to hand out")
+        rules.append(Rule(roles, tuple(slots), tuple(sorted(match.items()))))
+    return Discovery(enabled, cap, pool, tuple(rules))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _in_pool(ip: str, pool: tuple[str, str] | None) -> bool:
+    if pool is None:
+        return False
+    a = ipaddress.IPv4Address(ip)
+    return ipaddress.IPv4Address(pool[0]) <= a <= ipaddress.IPv4Address(pool[1])
+
+
+def _check_slots(site: Site, nodes: list[NodeSpec]) -> None:
+    """A rule's names and addresses are for machines not yet known: none may be a site node's,
+    another rule's, or inside the pool DHCP lends discovered machines."""
+    taken = {n.hostname: n.hostname for n in nodes} | {a: n.hostname for n in nodes for a in n.aliases}
+    ips = {n.ip: n.hostname for n in nodes}
+    for i, rule in enumerate(site.discovery.rules):
+        for j, slot in enumerate(rule.slots):
+            sw = f"discovery.rules[{i}].nodes[{j}]"
+            if slot.hostname in taken:
+                raise ConfigError(f"{sw}.hostname: {slot.hostname} is already used by {taken[slot.hostname]}")
+            if slot.ip in ips:
+                raise ConfigError(f"{sw}.ip: {slot.ip} is already used by {ips[slot.ip]}")
+            if _in_pool(slot.ip, site.discovery.dhcp_pool):
+                raise ConfigError(f"{sw}.ip: {slot.ip} is inside discovery.dhcp_pool")
+            taken[slot.hostname], ips[slot.ip] = f"{sw}", f"{sw}"
 
 
 def _mirror(value: object) -> Mirror:
@@ -414,6 +537,9 @@ def parse_node(data: object, site: Site, where: str = "node") -> NodeSpec:
     if hostname in aliases or len(set(aliases)) != len(aliases):
         raise ConfigError(f"{where}.aliases: a name is given twice")
     ip = _ip_in(d.get("ip"), site.network, f"{where}.ip")
+    if _in_pool(ip, site.discovery.dhcp_pool):
+        raise ConfigError(f"{where}.ip: {ip} is inside discovery.dhcp_pool, which DHCP lends to "
+                          "machines it does not know")
     roles = validate_roles(d.get("roles"), site, f"{where}.roles")
     if site.gateway == ip and "gateway" in site.roles and "gateway" not in roles:
         raise ConfigError(f"{where}.ip: {ip} is the network's gateway; only a node with role gateway may have it")

@@ -165,3 +165,26 @@ def imported(state_dir, app, tmp_path):
     tree = make_tree(tmp_path / "tree")
     import_tree(state_dir, str(tree))
     return tree
+
+
+def inventory(mac: str = "52:54:00:dd:00:01", *, disk_bytes: int = REPORT_COMPUTE_DISK, **over) -> dict:
+    """What the inspection ramdisk reports of a machine booted from `mac` (two NICs, two disks)."""
+    body = {"boot_mac": mac,
+            "nics": [{"mac": mac, "name": "eth0", "link": True},
+                     {"mac": "52:54:01" + mac[8:], "name": "eth1", "link": False}],
+            "disks": [{"name": "sda", "bytes": disk_bytes, "model": "WDC WD2500AAKS"},
+                      {"name": "sdb", "bytes": 80_026_361_856, "model": "ST380815AS"}],
+            "cpus": 4, "virt": "vmx", "memory_bytes": 8 * 2**30, "firmware": "bios",
+            "system": {"vendor": "Dell Inc.", "model": "OptiPlex 755", "serial": "ABC1234"}}
+    body.update(over)
+    return body
+
+
+def discovery_on(app, **settings):
+    """Turn the app's site's discovery on (as site.yaml `discovery: {enabled: true, ...}`)."""
+    from dataclasses import replace
+
+    from provisioner.config import Discovery
+    ctx = app.extensions["provisioner"]
+    ctx.site = replace(ctx.site, discovery=Discovery(enabled=True, **settings))
+    return ctx.site

@@ -6,7 +6,7 @@ from dataclasses import replace
 import jsonschema
 import pytest
 
-from tests.conftest import new_node
+from tests.conftest import discovery_on, inventory, new_node
 
 
 @pytest.fixture
@@ -67,6 +67,8 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
     lab_bmc = {"url": "libvirt://test", "username": "u", "password": "p"}
     events = "/api/v1/nodes/{mac}/events"
     rebuild = "/api/v1/nodes/{mac}/rebuild"
+    enroll = "/api/v1/nodes/{mac}/enroll"
+    discover = "/discover/{mac}"
     (state_dir / "bootfiles").mkdir()
     (state_dir / "bootfiles" / "ipxe.efi").write_bytes(b"MZ" + b"\0" * 100)
 
@@ -189,6 +191,31 @@ def test_real_responses_match_the_documented_ones(client, admin, doc, imported, 
         (rebuild, "post", lambda: client.post("/api/v1/nodes/52:54:00:aa:00:20/rebuild", json={"power_cycle": True},
                                               headers=admin)),
         ("/ks/{mac}", "get", lambda: only_to_its_address() or client.get("/ks/52:54:00:0c:00:01")),
+        # discovery: off, then on with room for two machines
+        (discover, "post", lambda: client.post("/discover/52:54:00:dd:00:01", json=inventory())),
+        (discover, "post", lambda: discovery_on(client.application, max_nodes=2) and client.post(
+            "/discover/52:54:00:dd:00:01", json=inventory())),
+        (discover, "post", lambda: client.post("/discover/52:54:00:dd:00:02", json=inventory("52:54:00:dd:00:02"))),
+        (discover, "post", lambda: client.post("/discover/52:54:00:dd:00:03", json=inventory("52:54:00:dd:00:03"))),
+        (discover, "post", lambda: client.post("/discover/52:54:00:dd:00:01", json=inventory(cpus="4"))),
+        (discover, "post", lambda: client.post("/discover/52:54:00:0c:00:01", json=inventory("52:54:00:0c:00:01"))),
+        (discover, "post", lambda: client.post("/discover/52:54:00:dd:00:01", data=b"{" + b" " * 65536 + b"}",
+                                               headers={"Content-Type": "application/json"})),
+        ("/api/v1/nodes", "get", lambda: client.get("/api/v1/nodes?state=discovered")),
+        (node, "get", lambda: client.get("/api/v1/nodes/52:54:00:dd:00:02")),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:01/enroll", headers=admin, json={
+            "hostname": "compute30", "ip": "192.168.0.30", "roles": ["compute"]})),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:01/enroll", headers=admin, json={
+            "hostname": "compute31", "ip": "192.168.0.31", "roles": ["compute"]})),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:09/enroll", headers=admin, json={
+            "hostname": "compute31", "ip": "192.168.0.31", "roles": ["compute"]})),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:02/enroll", headers=admin, json={
+            "hostname": "compute31", "ip": "192.168.0.31", "roles": ["nope"]})),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:02/enroll", json={
+            "hostname": "compute31", "ip": "192.168.0.31", "roles": ["compute"]})),
+        (enroll, "post", lambda: client.post("/api/v1/nodes/52:54:00:dd:00:02/enroll", data=b"{" + b" " * (1 << 20) + b"}",
+                                             headers={**admin, "Content-Type": "application/json"})),
+        (node, "delete", lambda: client.delete("/api/v1/nodes/52:54:00:dd:00:02", headers=admin)),
     ]
     seen = set()
     for path, method, call in calls:

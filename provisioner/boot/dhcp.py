@@ -1,7 +1,8 @@
 """A dnsmasq configuration for the install network, from the site and the registry.
 
 Full mode answers only registered NICs (`static` range: an unknown machine gets no address, so
-it cannot be installed by accident). Proxy mode leaves addresses to another DHCP server and only
+it cannot be installed by accident), and with discovery on lends machines it does not know an
+address from discovery.dhcp_pool, for the inspection ramdisk (they are never installed). Proxy mode leaves addresses to another DHCP server and only
 adds the boot information. The boot file follows the client: BIOS PXE gets lpxelinux.0, UEFI
 x86-64 gets the signed shim (which fetches grubx64.efi from the same place: Secure Boot holds
 from the firmware to the kernel), UEFI HTTP Boot clients (vendor class HTTPClient) get, by URL
@@ -65,8 +66,13 @@ def dnsmasq_config(site: Site, nodes: list[Node], *, server_ip: str | None = Non
             f"dhcp-boot=tag:httpboot,{site.boot_url}/bootfiles/{HTTP_LOADER}",
         ]
     else:
+        out.append(f"dhcp-range={net.network_address},static,{net.netmask},12h")
+        if site.discovery.enabled and site.discovery.dhcp_pool:
+            # discovery: machines nobody registered borrow an address to report from (README,
+            # "Discovery"); registered NICs keep their reservations below
+            first, last = site.discovery.dhcp_pool
+            out.append(f"dhcp-range={first},{last},{net.netmask},10m")
         out += [
-            f"dhcp-range={net.network_address},static,{net.netmask},12h",
             "dhcp-authoritative",
             f"domain={site.domain}",
         ]

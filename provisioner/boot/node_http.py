@@ -79,6 +79,7 @@ class NodeHttp:
             ("GET", re.compile(r"/grub/grub\.cfg"), self.grub_generic),
             ("GET", re.compile(r"/(?:boot|bootfiles)/.+"), self.static_file),
             ("GET", re.compile(r"/mirror/.+"), self.mirror_file),
+            ("POST", re.compile(rf"/discover/{_MAC}"), self.discover),
         ]
 
     def answer(self, method: str, path: str, body: bytes = b"", authorization: str | None = None,
@@ -239,6 +240,26 @@ class NodeHttp:
             if self._hooks[0] != version:
                 self._hooks = (version, hooks_tarball())
         return Reply(200, self._hooks[1], "application/gzip")
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def discover(self, m: re.Match, body: bytes, authorization: str | None, peer: str | None) -> Reply:
+        """The inspection ramdisk's report (anonymous: boot/discovery.py checks all of it)."""
+        from provisioner.boot import discovery
+        mac = m.group("mac")[:60]
+        try:
+            found, new = discovery.report(self.ctx.site, self.ctx.registry, mac, body)
+        except RegistryError as e:
+            log.info("discover %s from %s: answered %d: %s", mac, peer, e.status, e.detail[:200])
+            return Reply.error(e)
+        answer = {"mac": found.mac, "state": found.state}
+        if found.state != "discovered":
+            answer["hostname"] = found.hostname     # a site rule enrolled it
+        log.info("discover %s from %s: %s", found.mac, peer,
+                 "new machine" if new and found.state == "discovered"
+                 else f"enrolled as {found.hostname} by a site rule" if found.state != "discovered"
+                 else "inventory replaced")
+        return Reply.json(answer)
 
     # -- boot loaders ---------------------------------------------------------------------------
 

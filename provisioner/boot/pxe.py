@@ -17,6 +17,7 @@ from provisioner.boot import distros
 from provisioner.boot.bootfiles import loader_path
 from provisioner.config import machine_ifname
 from provisioner.boot.decision import Decision, decide
+from provisioner.boot.inspection import INSPECT_DIR, inspect_file
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_url
 from provisioner.boot.tftp import ERR_NOT_FOUND, Resolved
@@ -28,6 +29,9 @@ _GRUB_MAC = re.compile(r"(?:.*/)?grub\.cfg-01-(?P<mac>[0-9A-Fa-f:-]{17})")
 _GRUB_GENERIC = re.compile(r"(?:.*/)?grub\.cfg")
 # what a per-MAC config's loader says of the machine's firmware; iPXE runs on either
 _LOADER_FIRMWARE = {"pxelinux": "bios", "grub": "uefi"}
+# the inspection ramdisk, at the path an imported distribution's files have (so GRUB reaches
+# it the same way over TFTP and HTTP); no distribution is called "inspect"
+_INSPECT_FILE = re.compile(rf"boot/{INSPECT_DIR}/(?P<file>vmlinuz|initrd\.img)")
 _DISTRO_FILE = re.compile(r"boot/(?P<distro>[a-z0-9_][a-z0-9_.-]*)/(?P<file>vmlinuz|initrd\.img)")
 
 
@@ -47,7 +51,19 @@ class Boot:
     # -- the decision and its rendering -----------------------------------------------------
 
     def decision(self, mac: str) -> Decision:
-        return decide(self.ctx.registry.find(mac))
+        registry, on = self.ctx.registry, self.ctx.site.discovery.enabled
+        node = registry.find(mac)
+        d = decide(node, on, on and node is None and registry.find_discovered(mac) is not None)
+        if d.inspect and not all(inspect_file(self.state_dir, f) for f in ("vmlinuz", "initrd.img")):
+            # a loader sent to a kernel that is not there stops at its prompt: the disk is better
+            return Decision("local", f"{d.reason}, but there is no inspection ramdisk "
+                            "(provisioner bootfiles inspect)", None)
+        return d
+
+    def inspect_args(self, mac: str) -> str:
+        """The inspection ramdisk's command line: where to report, and the NIC it booted from."""
+        return " ".join([f"provisioner.report={self.ctx.site.boot_url}/discover/{mac}",
+                         f"provisioner.mac={mac}", *self.ctx.site.kernel_args])
 
     def kernel_args(self, node) -> str:
         site, spec = self.ctx.site, node.spec
@@ -80,6 +96,9 @@ class Boot:
             distro = self.ctx.site.distro
             ctx.update(self._kernel_locations(kind, distro))
             ctx["args"] = self.kernel_args(d.node)
+        elif d.inspect:
+            ctx.update(self._kernel_locations(kind, INSPECT_DIR))
+            ctx["args"] = self.inspect_args(mac)
         text = self.ctx.renderer.env.get_template(f"{kind}.j2").render(ctx)
         who = f" ({d.node.hostname})" if d.node else ""
         log.info("boot %s %s%s: asked %s, answered %s: %s", channel, mac, who, asked[:200], d.action, d.reason)
@@ -121,6 +140,10 @@ class Boot:
             return Resolved(why="no such config (per-MAC names only)")
         if _GRUB_GENERIC.fullmatch(rel):
             return Resolved(data=self.grub_generic().encode())
+        m = _INSPECT_FILE.fullmatch(rel)
+        if m:
+            path = inspect_file(self.state_dir, m.group("file"))
+            return Resolved(path=path) if path else Resolved(why="no inspection ramdisk (provisioner bootfiles inspect)")
         m = _DISTRO_FILE.fullmatch(rel)
         if m:
             path = distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))
@@ -132,6 +155,9 @@ class Boot:
 
     def file_resolve(self, url_path: str) -> Path | None:
         """What may be sent over HTTP: imported kernels and initrds, and the boot loaders."""
+        m = _INSPECT_FILE.fullmatch(url_path[1:]) if url_path.startswith("/") else None
+        if m:
+            return inspect_file(self.state_dir, m.group("file"))
         m = _DISTRO_FILE.fullmatch(url_path[1:]) if url_path.startswith("/") else None
         if m:
             return distros.boot_file(self.state_dir, m.group("distro"), m.group("file"))

@@ -37,3 +37,4 @@ def to_response(reply: Reply) -> Response:
 for _rule in ("/ks/<mac>", "/hosts", "/hooks.tar.gz", "/boot.ipxe", "/ipxe/<mac>", "/pxelinux.cfg/01-<mac>",
               "/grub/grub.cfg-01-<mac>", "/boot/<distro>/<name>", "/bootfiles/<path:name>"):
     bp.add_url_rule(_rule, endpoint=_rule.replace(".", "_"), view_func=lambda **_: answer(), methods=["GET"])
+bp.add_url_rule("/discover/<mac>", endpoint="discover", view_func=lambda **_: answer(), methods=["POST"])

@@ -27,12 +27,12 @@ from typing import Callable, Iterator
 
 from provisioner.config import Nic, NodeSpec, Site
 from provisioner.power.bmc import Bmc, Sealer
-from provisioner.registry.states import CALLBACKS
+from provisioner.registry.states import CALLBACKS, DISCOVERED
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "registry.sqlite3"
-STATES = ("registered", "installing", "installed", "failed", "configuring", "deployed")
+STATES = (DISCOVERED, "registered", "installing", "installed", "failed", "configuring", "deployed")
 SOURCES = ("site", "api")
 
 _SCHEMA = """
@@ -68,6 +68,21 @@ CREATE TABLE IF NOT EXISTS events (
     type   TEXT NOT NULL,
     detail TEXT
 );
+-- machines the inspection ramdisk reported that are not registered (yet): the inventory as
+-- reported, keyed by the MAC they booted from; every NIC MAC of theirs is indexed, so one machine
+-- that boots from another NIC replaces its own record instead of appearing twice
+CREATE TABLE IF NOT EXISTS discovered (
+    mac        TEXT PRIMARY KEY,
+    inventory  TEXT NOT NULL,
+    reports    INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS discovered_macs (
+    mac   TEXT PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES discovered(mac) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS discovered_macs_by_owner ON discovered_macs(owner);
 CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
 CREATE INDEX IF NOT EXISTS macs_by_node ON macs(node_id);
 CREATE INDEX IF NOT EXISTS names_by_node ON names(node_id);
@@ -102,6 +117,8 @@ _NODE_COLUMNS: tuple[tuple[str, str], ...] = (
     # {"url", "username", "password"}, JSON; the password sealed with the state directory's
     # bmc.key (provisioner/power/bmc.py says why there)
     ("bmc", "TEXT"),
+    # what the inspection ramdisk reported of an enrolled machine (JSON), NULL for the rest
+    ("inventory", "TEXT"),
 )
 
 # Statements that name the columns above, so they run after `_migrate` has added them.
@@ -154,6 +171,12 @@ class Forbidden(RegistryError):
     error = "forbidden"
 
 
+class Full(RegistryError):
+    """507: the registry holds as many discovered machines as the site allows."""
+    status = 507
+    error = "full"
+
+
 @dataclass(frozen=True)
 class Event:
     id: int
@@ -179,6 +202,7 @@ class Node:
     updated_at: str
     last_event: Event | None = None
     version: int = 1
+    inventory: dict | None = None
 
     @property
     def mac(self) -> str:
@@ -199,6 +223,38 @@ class Node:
             "state": self.state, "netboot": self.netboot, "source": self.source,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_event": self.last_event.as_dict() if self.last_event else None,
+            "inventory": self.inventory,
+        }
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """A machine the inspection ramdisk reported, not registered: its MAC and inventory."""
+    mac: str
+    inventory: dict
+    reports: int
+    created_at: str
+    updated_at: str
+    last_event: Event | None = None
+
+    state = DISCOVERED
+    netboot = False
+    hostname = None
+
+    def boot_nic(self) -> dict | None:
+        return next((n for n in self.inventory.get("nics", []) if n.get("mac") == self.mac), None)
+
+    def public(self) -> dict:
+        """The same keys as a registered node's (what it lacks is null or empty), and its inventory."""
+        nic = self.boot_nic()
+        return {
+            "mac": self.mac, "hostname": None, "aliases": [], "ip": None,
+            "interface": nic["name"] if nic else None, "roles": [], "nics": [], "disk_bytes": None,
+            "firmware": self.inventory.get("firmware"), "bmc": None,
+            "state": DISCOVERED, "netboot": False, "source": "discovery",
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "last_event": self.last_event.as_dict() if self.last_event else None,
+            "inventory": self.inventory,
         }
 
 
@@ -369,10 +425,111 @@ class Registry:
         return self._conn().execute("SELECT count(*) FROM nodes").fetchone()[0]
 
     def events(self, mac: str, limit: int = 100) -> list[Event]:
-        node = self.get(mac)
+        node = self.find(mac) or self.get_discovered(mac)
         rows = self._conn().execute(
             "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?", (node.mac, limit)).fetchall()
         return [self._event(r) for r in reversed(rows)]
+
+    # -- discovered machines -----------------------------------------------------------------
+
+    def get_discovered(self, mac: str) -> Discovered:
+        """The discovered machine that has this MAC (the one it booted from or another NIC's)."""
+        row = _discovered_row(self._conn(), mac)
+        if row is None:
+            raise NotFound(f"no node has MAC {mac} (registered or discovered)")
+        return self._discovered(row)
+
+    def find_discovered(self, mac: str) -> Discovered | None:
+        row = _discovered_row(self._conn(), mac)
+        return None if row is None else self._discovered(row)
+
+    def discovered(self) -> list[Discovered]:
+        rows = self._conn().execute("SELECT * FROM discovered ORDER BY created_at, mac").fetchall()
+        return [self._discovered(r) for r in rows]
+
+    def count_discovered(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM discovered").fetchone()[0]
+
+    def discover(self, mac: str, inventory: dict, cap: int) -> tuple[Discovered, bool]:
+        """Record what the inspection ramdisk reported of a machine booted from `mac`; True when
+        it is new. A machine already held (by any of its MACs) has its inventory replaced and no
+        event written, so a client that repeats itself cannot flood the event log. Refused:
+        a MAC of a registered node (Conflict), a new machine beyond `cap` (Full)."""
+        macs = [mac] + [n["mac"] for n in inventory.get("nics", []) if n["mac"] != mac]
+        text = json.dumps(inventory)
+        with self._tx() as db:
+            for m in macs:
+                row = _find_row(db, m)
+                if row is not None:
+                    raise Conflict(f"MAC {m} belongs to registered node {row['hostname']}; "
+                                   "a registered machine is not rediscovered", "mac")
+            marks = ",".join("?" * len(macs))
+            owners = [r["owner"] for r in db.execute(
+                f"SELECT DISTINCT owner FROM discovered_macs WHERE mac IN ({marks})", macs)]
+            if not owners and db.execute("SELECT count(*) FROM discovered").fetchone()[0] >= cap:
+                raise Full(f"the registry holds {cap} discovered machines already (discovery.max_nodes): "
+                           "enroll or remove some first", "mac")
+            at = now()
+            old = db.execute("SELECT * FROM discovered WHERE mac = ?", (mac,)).fetchone()
+            created_at = old["created_at"] if old else (
+                min((r["created_at"] for r in db.execute(
+                    f"SELECT created_at FROM discovered WHERE mac IN ({','.join('?' * len(owners))})", owners)),
+                    default=at))
+            reports = (old["reports"] if old else 0) + 1
+            # the machine's records under other MACs (it booted from another NIC before) go
+            db.executemany("DELETE FROM discovered WHERE mac = ? AND mac != ?", [(o, mac) for o in owners])
+            db.execute("INSERT INTO discovered (mac, inventory, reports, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT(mac) DO UPDATE SET inventory = excluded.inventory, reports = excluded.reports,"
+                       " updated_at = excluded.updated_at", (mac, text, reports, created_at, at))
+            db.execute("DELETE FROM discovered_macs WHERE owner = ?", (mac,))
+            db.executemany("INSERT INTO discovered_macs (mac, owner) VALUES (?, ?)", [(m, mac) for m in macs])
+            new = not owners
+            if new:
+                self._event_in(db, mac, DISCOVERED, _summary(inventory))
+        if new:
+            log.info("discovered %s: %s", mac, _summary(inventory))
+        return self.get_discovered(mac), new
+
+    def forget_discovered(self, mac: str) -> Discovered:
+        with self._tx() as db:
+            row = _discovered_row(db, mac)
+            if row is None:
+                raise NotFound(f"no discovered machine has MAC {mac}")
+            found = self._discovered(row)
+            db.execute("DELETE FROM discovered WHERE mac = ?", (row["mac"],))
+            self._event_in(db, row["mac"], "removed", {"state": DISCOVERED})
+        log.info("removed discovered machine %s", found.mac)
+        return found
+
+    def enroll(self, mac: str, build: Callable[[Discovered], NodeSpec], source: str = "api",
+               detail: dict | None = None) -> Node:
+        """A discovered machine becomes a registered node, armed for install, in one transaction:
+        `build` makes its description from the record as it is inside it (and may raise, which
+        changes nothing)."""
+        with self._tx(durable=True) as db:
+            row = _find_row(db, mac)
+            if row is not None:
+                raise Conflict(f"{mac} is registered already ({row['hostname']}, {row['state']}); "
+                               "only a discovered machine is enrolled", "mac")
+            drow = _discovered_row(db, mac)
+            if drow is None:
+                raise NotFound(f"no discovered machine has MAC {mac}: it must PXE-boot the inspection "
+                               "ramdisk first (discovery on), or register it with its description")
+            found = self._discovered(drow)
+            spec = build(found)
+            self._check_free(db, spec, node_id=None)
+            db.execute("DELETE FROM discovered WHERE mac = ?", (found.mac,))
+            self._insert(db, spec, source, found.inventory, event=("enrolled", {
+                "hostname": spec.hostname, "ip": spec.ip, "roles": list(spec.roles), **(detail or {})}))
+        log.info("enrolled %s as %s (%s, %s), armed for install", found.mac, spec.hostname, spec.ip,
+                 ", ".join(spec.roles))
+        return self.get(spec.mac)
+
+    def _discovered(self, row: sqlite3.Row) -> Discovered:
+        ev = self._conn().execute("SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT 1",
+                                  (row["mac"],)).fetchone()
+        return Discovered(row["mac"], json.loads(row["inventory"]), row["reports"], row["created_at"],
+                          row["updated_at"], self._event(ev) if ev else None)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -642,17 +799,23 @@ class Registry:
         if other:
             raise Conflict(f"{prefix}IP {spec.ip} already belongs to {other}", "ip")
 
-    def _insert(self, db: sqlite3.Connection, spec: NodeSpec, source: str) -> None:
+    def _insert(self, db: sqlite3.Connection, spec: NodeSpec, source: str, inventory: dict | None = None,
+                event: tuple[str, dict] | None = None) -> None:
         ts = now()
         cur = db.execute(
             "INSERT INTO nodes (mac, hostname, ip, interface, aliases, roles, nics, disk_bytes, firmware, state,"
-            " netboot, install_token, source, created_at, updated_at, bmc)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?, ?)",
+            " netboot, install_token, source, created_at, updated_at, bmc, inventory)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', 1, ?, ?, ?, ?, ?, ?)",
             (spec.mac, spec.hostname, spec.ip, spec.interface, json.dumps(spec.aliases),
              json.dumps(spec.roles), _nics_json(spec.nics), spec.disk_bytes, spec.firmware,
-             secrets.token_urlsafe(24), source, ts, ts, self._bmc_json(spec.bmc)))
+             secrets.token_urlsafe(24), source, ts, ts, self._bmc_json(spec.bmc),
+             None if inventory is None else json.dumps(inventory)))
         self._index(db, cur.lastrowid, spec)
-        self._event_in(db, spec.mac, "registered", {"source": source, "hostname": spec.hostname})
+        # registered by its description while discovered: the machine is known now
+        db.executemany("DELETE FROM discovered WHERE mac IN (SELECT owner FROM discovered_macs WHERE mac = ?)",
+                       [(m,) for m in [spec.mac] + [n.mac for n in spec.nics]])
+        type_, detail = event or ("registered", {"source": source, "hostname": spec.hostname})
+        self._event_in(db, spec.mac, type_, detail)
 
     def _rewrite(self, db: sqlite3.Connection, node_id: int, spec: NodeSpec, source: str) -> None:
         """Replace a node's description (state, token and history stay)."""
@@ -712,6 +875,19 @@ def _find_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
                       (mac,)).fetchone()
 
 
+def _discovered_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
+    return db.execute("SELECT d.* FROM discovered_macs m JOIN discovered d ON d.mac = m.owner WHERE m.mac = ?",
+                      (mac,)).fetchone()
+
+
+def _summary(inventory: dict) -> dict:
+    """What a `discovered` event says of the machine (the full inventory is on its record)."""
+    return {"nics": len(inventory.get("nics", [])),
+            "disks": {d["name"]: d["bytes"] for d in inventory.get("disks", [])},
+            "cpus": inventory.get("cpus"), "memory_bytes": inventory.get("memory_bytes"),
+            "system": inventory.get("system")}
+
+
 def _node_row(db: sqlite3.Connection, mac: str) -> sqlite3.Row:
     row = _find_row(db, mac)
     if row is None:
@@ -754,8 +930,10 @@ def _row_to_node(row: sqlite3.Row, last: Event | None,
         interface=row["interface"], aliases=tuple(json.loads(row["aliases"])),
         nics=tuple(Nic(**n) for n in json.loads(row["nics"])), disk_bytes=row["disk_bytes"],
         firmware=row["firmware"], bmc=_bmc_from(row["bmc"], unseal))
+    inventory = row["inventory"]
     return Node(row["id"], spec, row["state"], bool(row["netboot"]), row["install_token"],
-                row["firstboot_hash"], row["source"], row["created_at"], row["updated_at"], last, row["version"])
+                row["firstboot_hash"], row["source"], row["created_at"], row["updated_at"], last, row["version"],
+                None if inventory is None else json.loads(inventory))
 
 
 def _bmc_from(text: str | None, unseal: Callable[[str], str | None] | None) -> Bmc | None:

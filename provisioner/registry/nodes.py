@@ -12,12 +12,15 @@ import re
 from dataclasses import asdict
 from typing import Callable
 
-from provisioner.config import ConfigError, NodeSpec, Site, parse_node
-from provisioner.registry.db import Node, Registry, RegistryError
+from provisioner.config import ConfigError, NodeSpec, Site, parse_node, validate_roles
+from provisioner.registry.db import Conflict, Discovered, Node, Registry, RegistryError
 from provisioner.render.storage import FIRMWARES
 
 EDITABLE = ("mac", "hostname", "ip", "roles", "interface", "aliases", "nics", "disk_bytes", "firmware", "bmc")
 REQUIRED = ("mac", "hostname", "ip", "roles")
+# what an enroll names; the MAC, NICs' names, disk size and firmware come from the inventory
+ENROLLABLE = ("hostname", "ip", "roles", "interface", "aliases", "nics", "firmware", "bmc")
+ENROLL_REQUIRED = ("hostname", "ip", "roles")
 NIC_KEYS = ("mac", "name", "mode")
 BMC_KEYS = ("url", "username", "password")
 TEXT = ("mac", "hostname", "ip", "interface")
@@ -89,6 +92,40 @@ def register(site: Site, registry: Registry, data: object) -> Node:
     return registry.add(spec_from(site, data), source="api")
 
 
+def enroll(site: Site, registry: Registry, mac: str, data: object, *, detail: dict | None = None) -> Node:
+    """A discovered machine becomes a registered node, armed for install. The body names what
+    inspection cannot know (hostname, ip, roles; optionally interface, aliases, nics, firmware,
+    bmc); the rest comes from its inventory: the install NIC is the one it booted from, its other
+    NICs are listed (mode off) so each gets its name, and the layout's fit is checked against
+    the size inspection measured of the disk the roles' layout installs to (layouts.<name>.disk)."""
+    _check_shape(data, ENROLLABLE)
+    for key in ENROLL_REQUIRED:
+        if key not in data:
+            raise InvalidNode(f"{key}: required", key)
+    try:
+        layout = site.layout_for(validate_roles(data["roles"], site, "node.roles"))
+    except ConfigError as e:
+        raise InvalidNode(_strip(str(e)), "roles") from None
+
+    def build(found: Discovered) -> NodeSpec:
+        inv = found.inventory
+        boot = found.boot_nic()
+        disks = {d["name"]: d["bytes"] for d in inv.get("disks", [])}
+        if layout.disk not in disks:
+            have = ", ".join(f"{n} ({b} bytes)" for n, b in disks.items()) or "none"
+            raise Conflict(f"layout {layout.name} installs to {layout.disk}, which inspection did not find "
+                           f"on {found.mac} (its disks: {have})", "disk_bytes")
+        merged = {"mac": found.mac, "interface": boot["name"] if boot else "eth0",
+                  "nics": [{"mac": n["mac"], "name": n["name"], "mode": "off"}
+                           for n in inv.get("nics", []) if n["mac"] != found.mac],
+                  "disk_bytes": disks[layout.disk], **data}
+        if "firmware" not in data and inv.get("firmware"):
+            merged["firmware"] = inv["firmware"]
+        return _parse(site, merged)
+
+    return registry.enroll(mac, build, detail=detail)
+
+
 def change(site: Site, registry: Registry, mac: str, data: object, *,
            if_match: Callable[[str], bool] | None = None) -> Node:
     """Apply a partial change; what the body leaves out stays as it is.
@@ -142,14 +179,14 @@ def _parse(site: Site, data: dict) -> NodeSpec:
         raise InvalidNode(_strip(str(e)), _field(str(e))) from None
 
 
-def _check_shape(data: object) -> None:
+def _check_shape(data: object, allowed: tuple[str, ...] = EDITABLE) -> None:
     """Refuse, as InvalidNode, what the site's validation would choke on or quote at length:
     unknown keys, wrong JSON types, over-long text or lists, a disk size SQLite cannot hold."""
     if not isinstance(data, dict):
         raise InvalidNode(f"the body must be a JSON object, not {_kind(data)}")
     for key, value in data.items():
-        if key not in EDITABLE:
-            raise InvalidNode(f"{_clip(key)}: unknown key (expected one of {', '.join(EDITABLE)})",
+        if key not in allowed:
+            raise InvalidNode(f"{_clip(key)}: unknown key (expected one of {', '.join(allowed)})",
                               _clip(key))
         if key in TEXT:
             _text(value, key)

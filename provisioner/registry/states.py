@@ -1,5 +1,6 @@
 """The install lifecycle: which callback moves a node from which state to which, as data.
 
+    discovered (known by MAC and inventory only, never armed) -> registered (enroll)
     registered (armed) -> installing (kickstart fetched) -> installed (%post callback, disarmed)
                                       \\-> failed (%onerror, still armed: nothing usable is on disk)
     installed -> registered (rebuild: re-armed, new install token)
@@ -10,6 +11,10 @@ rebuild arms it again. What a booting machine is told follows from this
 """
 
 from __future__ import annotations
+
+# A machine the registry did not know that PXE-booted the inspection ramdisk (discovery on).
+# It has no name, address or roles, so nothing can install it until it is enrolled.
+DISCOVERED = "discovered"
 
 # callback type -> (states it may come from, state it leads to, whether it disarms netboot)
 CALLBACKS: dict[str, tuple[frozenset[str], str, bool]] = {
