@@ -291,7 +291,7 @@ def _discover_install_rebuild(tmp_path, state, site, machines, work):
                 text = console(h)
                 assert text.count("rehearsal: installed") == 1, tails[h]
                 # inspected, powered off, then network-booted into the installer by its BMC
-                assert text.index("provisioner.report=") < text.index("rehearsal: installed"), tails[h]
+                assert text.index("inspect: inspected; powering off") < text.index("rehearsal: installed"), tails[h]
             log = (tmp_path / "serve.log").read_text()
             for h, (mac, _) in MACHINES.items():
                 assert f"asked pxelinux.cfg/01-{mac.replace(':', '-')}, answered inspect" in log, log[-3000:]

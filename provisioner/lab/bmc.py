@@ -5,7 +5,8 @@ machines, so the service drives them through the same power code as real hardwar
     endpoint, each lab VM a system at /redfish/v1/Systems/<its UUID>. Limited to the lab's
     domains (SUSHY_EMULATOR_ALLOWED_INSTANCES): on qemu:///system the emulator would otherwise
     hand out every VM of the host.
-  - VirtualBMC's vbmcd: an IPMI 2.0 BMC per lab VM, each on its own UDP port.
+  - VirtualBMC's vbmcd: an IPMI 2.0 BMC per lab VM, each on its own UDP port, with one change
+    (vbmc_boot.py): a network boot set over IPMI leaves the disk after it, as a real BMC's does.
 
 Both listen on a loopback address of the lab's network namespace (127.0.0.1 unless told
 otherwise), never on a host interface and never on the install network: the VMs there (anyone
@@ -171,8 +172,15 @@ class LabBmcs:
             (domains / m.domain).mkdir(mode=0o700, exist_ok=True)
             with _open_private(domains / m.domain / "config") as f:
                 cfg.write(f)
+        # vbmc_boot.py, loaded into vbmcd and the BMC processes it forks: a network boot set over
+        # IPMI leaves the disk after it (that module says why)
+        site = vdir / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text("import provisioner.lab.vbmc_boot  # noqa: F401\n")
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (str(site), package_root, os.environ.get("PYTHONPATH", "")) if p)
         self._spawn("vbmcd", [_tool("vbmcd"), "--foreground"], self.dir / "vbmcd.out",
-                    {"VIRTUALBMC_CONFIG": str(conf)})
+                    {"VIRTUALBMC_CONFIG": str(conf), "PYTHONPATH": path})
 
     def _spawn(self, name: str, argv: list[str], log: Path, env: dict) -> None:
         # posix_spawn, not Popen: the emulator outlives this process (`lab down` stops it), and a

@@ -10,7 +10,8 @@ What it builds, all named `pv-*` so `down` finds exactly what `up` made:
   - a directory storage pool, and per node a sparse qcow2 disk of the node's `disk_bytes` (the
     report's 80 GB and 250 GB disks) on SATA, so it is `sda` as in Tables 1 and 2;
   - per node a domain with the registry's MACs, network boot first (the registry, not the boot
-    order, decides install or local boot), and its serial console written to a log file. A node
+    order, decides install or local boot), and its serial console appended to a log file (kept
+    across power cycles: a BMC's cycle starts a new QEMU, which would otherwise truncate it). A node
     whose firmware is uefi boots OVMF (with Microsoft's keys enrolled, Secure Boot on and SMM, for
     the nodes `lab up --secure-boot-node` names, or every UEFI node with `--secure-boot`) on q35
     with a virtio NIC: OVMF drives virtio itself, and Secure Boot would
@@ -206,11 +207,11 @@ def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
     </disk>
 {chr(10).join(nics)}
     <serial type='file'>
-      <source path='{log}'/>
+      <source path='{log}' append='on'/>
       <target port='0'/>
     </serial>
     <console type='file'>
-      <source path='{log}'/>
+      <source path='{log}' append='on'/>
       <target type='serial' port='0'/>
     </console>
   </devices>
