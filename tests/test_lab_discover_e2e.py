@@ -9,8 +9,8 @@ powers them off; the lab enrolls each by MAC with the names, addresses and roles
 and its BMC (two Redfish, one IPMI), and power-cycles each through it into the rehearsal
 installer. Then `rebuild --power-cycle` on one node reinstalls exactly that one.
 
-Wall time: about 6-9 minutes on 2 cores under TCG (three VMs: inspection, install, disk boot;
-then one reinstall).
+Wall time: 493 s measured on 2 shared cores under TCG (lab up --discover returned at 114 s, all
+three installed and booted from disk at 240 s, the rebuilt one again at 470 s).
 """
 
 import json
