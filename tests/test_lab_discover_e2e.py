@@ -359,3 +359,28 @@ def _discover_install_rebuild(tmp_path, state, site, machines, work):
     assert _procs(EMULATORS) <= before_bmcs
     assert _procs({"qemu-system-x86", "dnsmasq"}) <= before_vms
     shutil.rmtree(work, ignore_errors=True)
+
+
+def test_discover_refuses_a_site_without_discovery_and_machines_already_registered(tmp_path):
+    state = tmp_path / "state"
+    service_site, machines = _sites(tmp_path)
+
+    def up(site, *args, state=state):
+        return cli(state, site, "lab", "up", "--discover", "--uri", "test:///default", "--no-watch",
+                   "--installer", "anaconda", "--work-dir", str(tmp_path / "lab"), *args, timeout=120)
+    # a site with discovery off (whose nodes are registered as it is read: another state directory)
+    off = up(machines, state=tmp_path / "other-state")
+    assert off.returncode == 1 and "has discovery off" in off.stderr, off.stderr
+    mine = up(service_site, "--machines", str(service_site))
+    assert mine.returncode == 1 and "has no nodes: nothing to build" in mine.stderr, mine.stderr
+    known = up(service_site, "--machines", str(machines), "--ipmi-node", "compute9")
+    assert known.returncode == 1 and "--ipmi-node: no such node: compute9" in known.stderr, known.stderr
+    # a machine the service has registered is never discovered: refused before anything is built
+    registered = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site",
+                                 str(service_site), "nodes", "add", "--mac", MACHINES["compute2"][0], "--hostname",
+                                 "compute2", "--ip", "192.168.0.2", "--role", "compute"], capture_output=True, text=True)
+    assert registered.returncode == 0, registered.stderr
+    again = up(service_site, "--machines", str(machines))
+    assert again.returncode == 1 and "registered already, so never discovered: compute2 (52:54:00:0c:00:02)" \
+        in again.stderr, again.stderr
+    assert not (tmp_path / "lab").exists()
