@@ -682,10 +682,12 @@ def _lab_give_bmcs(ctx, nodes, chosen, credentials) -> None:
     for n in nodes:
         url = chosen[n.hostname]
         if n.spec.bmc is None and n.source != "site":
-            node_ops.change(ctx.site, ctx.registry, n.mac, {"bmc": {"url": url, "username": user, "password": password}})
+            bmc = {"url": url, "username": user, "password": password}
+            node_ops.change(ctx.site, ctx.registry, n.mac, {"bmc": bmc})
             click.echo(f"{n.hostname}: BMC {url}")
         elif n.spec.bmc is None or n.spec.bmc.url != url:
-            click.echo(f"{n.hostname}: lab BMC at {url} (not set: {'the site file declares the node' if n.source == 'site' else 'it has one'})")
+            why = "the site file declares the node" if n.source == "site" else "it has one"
+            click.echo(f"{n.hostname}: lab BMC at {url} (not set: {why})")
 
 
 @lab.command("down")

@@ -259,7 +259,8 @@ def _discover_install_rebuild(tmp_path, state, site, machines, work):
             deadline = time.monotonic() + 1200
             while time.monotonic() < deadline:
                 states = {n["hostname"]: n["state"] for n in nodes().values()}
-                if any(s == "failed" for s in states.values()) or any("rehearsal: FAILED" in console(h) for h in MACHINES):
+                if any(s == "failed" for s in states.values()) \
+                        or any("rehearsal: FAILED" in console(h) for h in MACHINES):
                     break
                 if all(states.get(h) == "installed" and MARKER in console(h).split("rehearsal: installed", 1)[-1]
                        and "rehearsal: installed" in console(h) for h in MACHINES):
@@ -378,7 +379,8 @@ def test_discover_refuses_a_site_without_discovery_and_machines_already_register
     # a machine the service has registered is never discovered: refused before anything is built
     registered = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site",
                                  str(service_site), "nodes", "add", "--mac", MACHINES["compute2"][0], "--hostname",
-                                 "compute2", "--ip", "192.168.0.2", "--role", "compute"], capture_output=True, text=True)
+                                 "compute2", "--ip", "192.168.0.2", "--role", "compute"],
+                                capture_output=True, text=True)
     assert registered.returncode == 0, registered.stderr
     again = up(service_site, "--machines", str(machines))
     assert again.returncode == 1 and "registered already, so never discovered: compute2 (52:54:00:0c:00:02)" \

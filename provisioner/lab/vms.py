@@ -286,8 +286,9 @@ class Lab:
         for node in nodes:
             if f"mac='{node.mac}'" in have or f'mac="{node.mac}"' in have:
                 continue
+            both = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
             net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
-                       host_xml(node), libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
+                       host_xml(node), both)
             progress(f"reserved {node.spec.ip} for {node.hostname} ({node.mac}) on {INSTALL_NET}")
 
     def down(self, progress=lambda line: None) -> None:
