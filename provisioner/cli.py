@@ -545,15 +545,52 @@ def _lab(uri, work_dir, **settings):
 @click.option("--secure-boot-node", "secure_boot_nodes", multiple=True, metavar="HOSTNAME",
               help="This node boots with Secure Boot (and UEFI, if its firmware is still to be learned); "
                    "the others as their firmware says. Repeatable.")
+@click.option("--bmc/--no-bmc", "with_bmc", default=True,
+              help="Emulated BMCs for the VMs: sushy-tools' Redfish emulator and VirtualBMC (IPMI), on a "
+                   "loopback address of this network namespace.")
+@click.option("--ipmi-node", "ipmi_nodes", multiple=True, metavar="HOSTNAME",
+              help="This node's BMC is its IPMI one (ipmi://), the others' their Redfish system. Repeatable.")
+@click.option("--bmc-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="The Redfish emulator's TCP port; IPMI BMCs take UDP ports from --ipmi-port up, one per VM.")
+@click.option("--ipmi-port", type=click.IntRange(1, 65000), default=6230, show_default=True)
+@click.option("--discover", is_flag=True,
+              help="Build the --machines file's nodes as VMs the service does not know: they PXE-boot, are "
+                   "discovered, are enrolled with the names, addresses and roles that file gives them and their "
+                   "lab BMC, and are power-cycled through it into the install. The service's site needs "
+                   "discovery: {enabled: true}.")
+@click.option("--machines", "machines_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="With --discover: a site file whose nodes: are the machines (MACs, NICs, disk sizes) and what "
+                   "to enroll them as. Default: the embedded report testbed's. They must not be registered, so "
+                   "it is not the service's --site (whose nodes are registered as it is read).")
+@click.option("--discover-timeout", type=click.FloatRange(10, 86400), default=1200, show_default=True,
+              help="Seconds for every machine to be discovered.")
 @lab_dir_option
 @fail_cleanly
-def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
-    """Define and start the lab's networks, disks and VMs (network boot first)."""
+def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, with_bmc, ipmi_nodes, bmc_port, ipmi_port,
+           discover, machines_file, discover_timeout, work_dir):
+    """Define and start the lab's networks, disks, VMs (network boot first) and their BMCs."""
+    from provisioner.lab import discover as disc
+    from provisioner.lab.bmc import BmcError
     from provisioner.lab.vms import LabError
     ctx, the_lab = _lab(uri, work_dir, secure_boot=secure_boot, secure_boot_nodes=frozenset(secure_boot_nodes))
-    unknown = sorted(set(secure_boot_nodes) - {n.hostname for n in ctx.registry.list()})
-    if unknown:
-        raise click.ClickException(f"--secure-boot-node: no such node: {', '.join(unknown)}")
+    if discover:
+        if not with_bmc:
+            raise click.UsageError("--discover installs the machines by power-cycling them through their BMCs: "
+                                   "not with --no-bmc")
+        try:
+            nodes = disc.machines(ctx, machines_file)
+        except disc.DiscoverError as e:
+            raise click.ClickException(str(e)) from None
+    else:
+        if machines_file is not None:
+            raise click.UsageError("--machines goes with --discover")
+        nodes = ctx.registry.list()
+    names = {n.hostname for n in nodes}
+    for option, given in (("--secure-boot-node", secure_boot_nodes), ("--ipmi-node", ipmi_nodes)):
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise click.ClickException(f"{option}: no such node: {', '.join(unknown)}")
     if installer == "rehearsal":
         import tempfile
 
@@ -563,20 +600,49 @@ def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
             tree = rehearsal.make_tree(Path(tmp), ctx.site.os_name, ctx.site.os_version, ctx.site.os_arch)
             distros.import_tree(ctx.state_dir, str(tree))
         click.echo(f"rehearsal installer imported as {ctx.site.distro}")
-    nodes = ctx.registry.list()
+    if discover:
+        try:
+            for line in disc.ensure_inspection(ctx.state_dir):
+                click.echo(f"built {line}")
+        except disc.DiscoverError as e:
+            raise click.ClickException(str(e)) from None
     try:
-        the_lab.up(nodes, progress=click.echo)
-    except LabError as e:
+        if discover:
+            the_lab.up(nodes, start=False, progress=click.echo, reserve=False, pool=ctx.site.discovery.dhcp_pool)
+        else:
+            the_lab.up(nodes, start=False, progress=click.echo)
+        bmcs = None
+        if with_bmc:
+            bmcs = _lab_bmcs(ctx, uri, work_dir, bmc_port, ipmi_port)
+            endpoints = bmcs.start(the_lab.machines(nodes), progress=click.echo)
+            chosen = {h: (e.ipmi if h in ipmi_nodes else e.redfish) for h, e in endpoints.items()}
+        # power on: a VM the service knows installs, one it does not is discovered
+        the_lab.start(nodes, progress=click.echo)
+    except (LabError, BmcError) as e:
         raise click.ClickException(str(e)) from None
+    if discover:
+        try:
+            try:
+                disc.wait_discovered(ctx.registry, nodes, discover_timeout, _progress_line)
+            finally:
+                click.echo()
+            enrolled = [disc.enroll(ctx, n, chosen[n.hostname], bmcs.credentials()) for n in nodes]
+        except disc.DiscoverError as e:
+            raise click.ClickException(str(e)) from None
+        for n in enrolled:
+            click.echo(f"enrolled {n.hostname} ({n.mac}, {n.spec.ip}, {', '.join(n.spec.roles)}), BMC {n.spec.bmc.url}")
+        the_lab.reserve(nodes, progress=click.echo)
+        _lab_power_cycle(ctx, enrolled)
+        nodes = enrolled
+    elif with_bmc:
+        _lab_give_bmcs(ctx, nodes, chosen, bmcs.credentials())
     if not watch:
         return
+    macs = {n.mac for n in nodes}
     try:
         while True:
-            now_nodes = ctx.registry.list()
-            line = "  ".join(f"{n.hostname}:{n.state}"
-                             + (f"({n.last_event.type} {_age(n.last_event.at)} ago)" if n.last_event else "")
-                             for n in now_nodes)
-            click.echo(f"\r{line}", nl=False)
+            now_nodes = [n for n in ctx.registry.list() if n.mac in macs]
+            _progress_line(now_nodes)
             if all(n.state in ("installed", "configuring", "deployed", "failed") for n in now_nodes):
                 click.echo()
                 return
@@ -585,14 +651,54 @@ def lab_up(uri, watch, installer, secure_boot, secure_boot_nodes, work_dir):
         click.echo()
 
 
+def _progress_line(nodes) -> None:
+    line = "  ".join(f"{n.hostname or n.mac}:{n.state}"
+                     + (f"({n.last_event.type} {_age(n.last_event.at)} ago)" if n.last_event else "")
+                     for n in nodes)
+    click.echo(f"\r{line}", nl=False)
+
+
+def _lab_bmcs(ctx, uri, work_dir, bmc_port=8000, ipmi_port=6230):
+    from provisioner.lab.bmc import LabBmcs
+    return LabBmcs(work_dir or default_lab_dir(), ctx.state_dir, uri, redfish_port=bmc_port, ipmi_base_port=ipmi_port)
+
+
+def _lab_power_cycle(ctx, nodes) -> None:
+    """Each node through its BMC: a one-time network boot, then a power cycle (on, if off)."""
+    from provisioner.power import control
+    outcomes = control.power_many(ctx.registry, nodes, "cycle", pxe_once=True)
+    for o, n in zip(outcomes, nodes):
+        if o.ok:
+            click.echo(f"{o.hostname}: one-time network boot and power cycle through {n.spec.bmc.url}: {o.power}")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise click.ClickException("; ".join(o.error for o in failed))
+
+
+def _lab_give_bmcs(ctx, nodes, chosen, credentials) -> None:
+    """The lab's BMC for each node registered through the API or CLI that has none; a site file's
+    node keeps what the site file says (the registry would be rewritten from it at the next read)."""
+    user, password = credentials
+    for n in nodes:
+        url = chosen[n.hostname]
+        if n.spec.bmc is None and n.source != "site":
+            bmc = {"url": url, "username": user, "password": password}
+            node_ops.change(ctx.site, ctx.registry, n.mac, {"bmc": bmc})
+            click.echo(f"{n.hostname}: BMC {url}")
+        elif n.spec.bmc is None or n.spec.bmc.url != url:
+            why = "the site file declares the node" if n.source == "site" else "it has one"
+            click.echo(f"{n.hostname}: lab BMC at {url} (not set: {why})")
+
+
 @lab.command("down")
 @common_options
 @lab_uri_option
 @lab_dir_option
 @fail_cleanly
 def lab_down(uri, work_dir):
-    """Remove every domain, disk, pool and network the lab made."""
-    _, the_lab = _lab(uri, work_dir)
+    """Stop the lab's BMCs; remove every domain, disk, pool and network the lab made."""
+    ctx, the_lab = _lab(uri, work_dir)
+    _lab_bmcs(ctx, uri, work_dir).stop(progress=click.echo)
     the_lab.down(progress=click.echo)
 
 
@@ -602,11 +708,13 @@ def lab_down(uri, work_dir):
 @lab_dir_option
 @fail_cleanly
 def lab_status(uri, work_dir):
-    """Each lab VM's power state and its node's state."""
+    """Each lab VM's power state and its node's state, and whether the lab's BMCs run."""
     ctx, the_lab = _lab(uri, work_dir)
     power = the_lab.status()
     for n in ctx.registry.list():
         click.echo(f"{n.hostname:<12} {power.get(n.hostname, 'absent'):<9} {n.state}")
+    running = _lab_bmcs(ctx, uri, work_dir).running()
+    click.echo(f"BMCs: {', '.join(running) if running else 'none running'}")
 
 
 @lab.command("console")

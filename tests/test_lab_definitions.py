@@ -92,7 +92,9 @@ def test_lab_cli_against_the_test_driver(tmp_path):
                               text=True, timeout=60)
     # test:///default lives in one process: up, status and down each open their own, so each
     # sees the driver's starting state; what this proves is that the commands run end to end
-    up = cli("up", "--uri", "test:///default", "--no-watch", "--installer", "anaconda", "--work-dir", str(tmp_path / "lab"))
+    # --no-bmc: the emulators would open test:///default afresh, and listen on the host's loopback
+    up = cli("up", "--uri", "test:///default", "--no-watch", "--installer", "anaconda", "--no-bmc",
+             "--work-dir", str(tmp_path / "lab"))
     assert up.returncode == 0, up.stderr
     assert "defined network pv-install" in up.stdout and "started pv-controller" in up.stdout
     status = cli("status", "--uri", "test:///default", "--work-dir", str(tmp_path / "lab"))

@@ -10,7 +10,8 @@ What it builds, all named `pv-*` so `down` finds exactly what `up` made:
   - a directory storage pool, and per node a sparse qcow2 disk of the node's `disk_bytes` (the
     report's 80 GB and 250 GB disks) on SATA, so it is `sda` as in Tables 1 and 2;
   - per node a domain with the registry's MACs, network boot first (the registry, not the boot
-    order, decides install or local boot), and its serial console written to a log file. A node
+    order, decides install or local boot), and its serial console appended to a log file (kept
+    across power cycles: a BMC's cycle starts a new QEMU, which would otherwise truncate it). A node
     whose firmware is uefi boots OVMF (with Microsoft's keys enrolled, Secure Boot on and SMM, for
     the nodes `lab up --secure-boot-node` names, or every UEFI node with `--secure-boot`) on q35
     with a virtio NIC: OVMF drives virtio itself, and Secure Boot would
@@ -27,6 +28,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from provisioner.config import Site
 from provisioner.boot.dhcp import BIOS_LOADER, EFI_LOADER
+from provisioner.lab.bmc import Machine
 from provisioner.registry.db import Node
 
 PREFIX = "pv-"
@@ -82,11 +84,17 @@ def service_address(site: Site) -> str:
     return host
 
 
-def install_network_xml(site: Site, nodes: list[Node]) -> str:
+def host_xml(node: Node) -> str:
+    return f"<host mac={quoteattr(node.mac)} name={quoteattr(node.hostname)} ip={quoteattr(node.spec.ip)}/>"
+
+
+def install_network_xml(site: Site, nodes: list[Node], pool: tuple[str, str] | None = None) -> str:
+    """nodes: the DHCP reservations; pool: addresses lent to machines with none (the site's
+    discovery.dhcp_pool, for machines the service does not know yet)."""
     server = service_address(site)
-    hosts = "\n".join(
-        f"      <host mac={quoteattr(n.mac)} name={quoteattr(n.hostname)} ip={quoteattr(n.spec.ip)}/>"
-        for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)))
+    hosts = "\n".join(f"      {host_xml(n)}" for n in sorted(nodes, key=lambda n: ipaddress.IPv4Address(n.spec.ip)))
+    if pool is not None:
+        hosts = f"      <range start={quoteattr(pool[0])} end={quoteattr(pool[1])}/>\n{hosts}"
     # libvirt's <bootp> becomes an untagged dhcp-boot; dnsmasq prefers a tagged one that matches
     options = [
         "dhcp-match=set:efi-x86_64,option:client-arch,7",
@@ -199,11 +207,11 @@ def domain_xml(node: Node, settings: LabSettings, disk_path: str) -> str:
     </disk>
 {chr(10).join(nics)}
     <serial type='file'>
-      <source path='{log}'/>
+      <source path='{log}' append='on'/>
       <target port='0'/>
     </serial>
     <console type='file'>
-      <source path='{log}'/>
+      <source path='{log}' append='on'/>
       <target type='serial' port='0'/>
     </console>
   </devices>
@@ -222,10 +230,14 @@ class Lab:
         self.site = site
         self.settings = settings
 
-    def up(self, nodes: list[Node], start: bool = True, progress=lambda line: None) -> None:
+    def up(self, nodes: list[Node], start: bool = True, progress=lambda line: None, *, reserve: bool = True,
+           pool: tuple[str, str] | None = None) -> None:
+        """reserve: the install network's DHCP reserves each node's address (without, machines
+        get an address from `pool` until `reserve` is called for them)."""
         self.settings.pool_dir.mkdir(parents=True, exist_ok=True)
         (self.settings.work_dir / "consoles").mkdir(parents=True, exist_ok=True)
-        for name, xml in ((INSTALL_NET, install_network_xml(self.site, nodes)), (PUBLIC_NET, public_network_xml())):
+        install = install_network_xml(self.site, nodes if reserve else [], pool)
+        for name, xml in ((INSTALL_NET, install), (PUBLIC_NET, public_network_xml())):
             net = self._lookup(self.conn.networkLookupByName, name)
             if net is None:
                 net = self.conn.networkDefineXML(xml)
@@ -247,9 +259,37 @@ class Lab:
             if dom is None:
                 dom = self.conn.defineXML(domain_xml(node, self.settings, vol.path()))
                 progress(f"defined {PREFIX}{node.hostname}")
-            if start and not dom.isActive():
+        if start:
+            self.start(nodes, progress)
+
+    def start(self, nodes: list[Node], progress=lambda line: None) -> None:
+        for node in nodes:
+            dom = self.conn.lookupByName(f"{PREFIX}{node.hostname}")
+            if not dom.isActive():
                 dom.create()
                 progress(f"started {PREFIX}{node.hostname}")
+
+    def machines(self, nodes: list[Node]) -> list[Machine]:
+        """The nodes' domains as their BMCs know them (defined by `up`)."""
+        out = []
+        for node in nodes:
+            dom = self.conn.lookupByName(f"{PREFIX}{node.hostname}")
+            out.append(Machine(node.hostname, dom.name(), dom.UUIDString()))
+        return out
+
+    def reserve(self, nodes: list[Node], progress=lambda line: None) -> None:
+        """Add DHCP reservations to the running install network (and its definition): what an
+        operator does for machines enrolled after they were discovered on a pool address."""
+        import libvirt
+        net = self.conn.networkLookupByName(INSTALL_NET)
+        have = net.XMLDesc(0)
+        for node in nodes:
+            if f"mac='{node.mac}'" in have or f'mac="{node.mac}"' in have:
+                continue
+            both = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+            net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+                       host_xml(node), both)
+            progress(f"reserved {node.spec.ip} for {node.hostname} ({node.mac}) on {INSTALL_NET}")
 
     def down(self, progress=lambda line: None) -> None:
         for dom in self.conn.listAllDomains():

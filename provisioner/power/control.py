@@ -160,22 +160,25 @@ def _wait(driver: Driver, target: str, settings: Settings) -> str:
 
 
 def power(registry: Registry, node: Node, action: str, *, settings: Settings = Settings(),
-          opener: Opener = open_driver) -> Outcome:
+          opener: Opener = open_driver, pxe_once: bool = False) -> Outcome:
     """One node's action, as an event in its history (a status read is not one: it changes
     nothing, and a monitoring loop would bury the history). Failures become the Outcome."""
     try:
-        state = act(node, action, settings=settings, opener=opener)
+        state = act(node, action, settings=settings, opener=opener, pxe_once=pxe_once)
         outcome = Outcome(node.hostname, node.mac, action, power=state)
     except (BmcFailed, NoBmc) as e:
         outcome = Outcome(node.hostname, node.mac, action, error=e.detail)
     if action != "status" and node.spec.bmc is not None:
-        _record(registry, node, action, outcome)
+        _record(registry, node, action, outcome, pxe=pxe_once)
     return outcome
 
 
 def power_many(registry: Registry, nodes: list[Node], action: str, *, limit: int = DEFAULT_LIMIT,
-               settings: Settings = Settings(), opener: Opener = open_driver) -> list[Outcome]:
-    return run_bounded(lambda n: power(registry, n, action, settings=settings, opener=opener), nodes, limit)
+               settings: Settings = Settings(), opener: Opener = open_driver,
+               pxe_once: bool = False) -> list[Outcome]:
+    """pxe_once: set a one-time network boot first (the lab's first install of enrolled machines)."""
+    return run_bounded(lambda n: power(registry, n, action, settings=settings, opener=opener, pxe_once=pxe_once),
+                       nodes, limit)
 
 
 def rebuild_and_cycle(registry: Registry, mac: str, *, settings: Settings = Settings(),
