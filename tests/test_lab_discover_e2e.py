@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.netns import can_make_namespaces, namespaces
-from tests.test_lab_uefi_e2e import libvirtd_to_ourselves
+from tests.labvirt import libvirtd_to_ourselves, start_libvirtd
 
 MARKER = "PROVISIONER-DISK-BOOT"
 COMPUTE_DISK, CONTROLLER_DISK = 250_059_350_016, 80_026_361_856      # the report's drives
@@ -39,15 +39,6 @@ MACHINES = {"compute2": ("52:54:00:0c:00:02", COMPUTE_DISK), "compute3": ("52:54
 IPMI_NODE = "compute3"
 REBUILT = "compute2"
 EMULATORS = {"sushy-emulator", "vbmcd"}
-
-
-def _have_discovery() -> bool:
-    try:
-        from provisioner.boot import inspection  # noqa: F401
-        from provisioner.registry.db import Registry
-        return hasattr(Registry, "find_discovered")
-    except ImportError:
-        return False
 
 
 def _free_port(kind=socket.SOCK_STREAM) -> int:
@@ -155,25 +146,6 @@ def _sites(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "service.yaml", tmp_path / "machines.yaml"
 
 
-def start_libvirtd(ns, tmp_path: Path) -> None:
-    """libvirtd in the namespace, seeing a /dev/kvm its QEMU user may open. In this container
-    /dev/kvm belongs to the host's kvm group (992), not to the one libvirt-qemu is in (107):
-    libvirt 9.0's probe of QEMU finds KVM, its access check as libvirt-qemu does not, so it
-    holds its cached QEMU capabilities outdated and probes QEMU again at every lookup
-    (virQEMUCapsIsValid: "KVM was enabled when probing ..., but it is not available now"), about
-    45 s under TCG. The emulators define the domain on the first read of a system and on every
-    boot-device change, so each would take that long and time the BMC requests out. A node for
-    the same device, group kvm, bound over /dev/kvm in libvirtd's own mount namespace makes the
-    two agree (defines take 0.01-0.3 s); the VMs still run under TCG (domain type qemu)."""
-    dev = tmp_path / "kvmdev"
-    dev.mkdir()
-    script = (f"set -e\nif [ -c /dev/kvm ] && getent group kvm >/dev/null; then\n"
-              f"  mount -t tmpfs -o mode=755 pv-kvm {dev}\n"
-              f"  mknod -m 660 {dev}/kvm c 10 232\n  chgrp kvm {dev}/kvm\n  mount --bind {dev}/kvm /dev/kvm\nfi\n"
-              f"exec libvirtd -d -p {tmp_path / 'libvirtd.pid'}")
-    ns.run("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-
-
 def cli(state, site, *args, ns=None, **kw):
     cmd = [sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site), *args]
     if ns is not None:
@@ -182,8 +154,6 @@ def cli(state, site, *args, ns=None, **kw):
 
 
 @needs_vms
-@pytest.mark.skipif(not _have_discovery(), reason="the service's discovery (inspection ramdisk, /discover, "
-                                                  "enroll) is not in this tree")
 def test_unknown_vms_are_discovered_enrolled_installed_through_their_bmcs_and_one_rebuilt(tmp_path):
     state = tmp_path / "state"
     service_site, machines = _sites(tmp_path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import can_make_namespaces, namespaces
-from tests.test_lab_uefi_e2e import libvirtd_to_ourselves
+from tests.labvirt import libvirtd_to_ourselves, start_libvirtd
 
 pytestmark = pytest.mark.skipif(
     not (can_make_namespaces() and shutil.which("libvirtd") and shutil.which("virtlogd")
@@ -61,7 +61,7 @@ def _five_nodes_install_and_boot(tmp_path, state, work):
     before = {p for p in live({"qemu-system-x86", "dnsmasq"})}
     with namespaces(1) as (ns,):
         ns.run("virtlogd", "-d", "-p", str(tmp_path / "virtlogd.pid"))
-        ns.run("libvirtd", "-d", "-p", str(tmp_path / "libvirtd.pid"))
+        start_libvirtd(ns, tmp_path)
         serve_log = open(tmp_path / "serve.log", "w")
         service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "serve",
                             "--http", "0.0.0.0:8080", "--boot", "0.0.0.0:8081", "--tftp", "0.0.0.0:69"],

@@ -7,7 +7,6 @@ with the EFI System Partition, report, reboot, and boot their second time from t
 (the signed shim and GRUB the installer put there), the Secure Boot one still under Secure Boot.
 """
 
-import fcntl
 import json
 import os
 import shutil
@@ -15,13 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from provisioner.render import storage
+from tests.labvirt import libvirtd_to_ourselves, start_libvirtd
 from tests.netns import can_make_namespaces, namespaces
 
 OVMF = Path("/usr/share/OVMF")
@@ -61,26 +60,6 @@ def cli(state, site, *args, ns=None, **kw):
         cmd = ["ip", "netns", "exec", ns.name, *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
-
-@contextmanager
-def libvirtd_to_ourselves(wait=900):
-    """Only the network is namespaced: libvirtd's socket (/run/libvirt), its state and its
-    definitions (/etc/libvirt) are the host's, and the lab's names are fixed (pv-*). Two runs at
-    once talk to whichever libvirtd bound the socket last and tear down each other's lab."""
-    with open("/run/lock/provisioner-lab-libvirtd.lock", "w") as lock:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip("another lab test held libvirtd for the whole wait")
-                time.sleep(5)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def live(names):
@@ -129,7 +108,7 @@ def _lab_installs_and_boots(tmp_path, state, site, work):
     started = time.monotonic()
     with namespaces(1) as (ns,):
         ns.run("virtlogd", "-d", "-p", str(tmp_path / "virtlogd.pid"))
-        ns.run("libvirtd", "-d", "-p", str(tmp_path / "libvirtd.pid"))
+        start_libvirtd(ns, tmp_path)
         serve_log = open(tmp_path / "serve.log", "w")
         service = ns.popen([sys.executable, "-m", "provisioner", "--state-dir", str(state), "--site", str(site),
                             "serve", "--http", "0.0.0.0:8080", "--boot", "0.0.0.0:8081", "--tftp", "0.0.0.0:69"],
