@@ -159,7 +159,8 @@ def test_the_volume_is_mounted_by_one_fstab_line(box):
     (b.root / "etc").mkdir(exist_ok=True)
     (b.root / "etc/fstab").write_text("/dev/mapper/vg_base-lv_root / ext4 defaults 1 1\n"
                                       "old:/x /var/lib/nova/instances glusterfs defaults 0 0\n")
-    assert changes(b.run("04-glusterfs-all/01-glusterfs-mount")) == ["mount /var/lib/nova/instances"]
+    assert changes(b.run("04-glusterfs-all/01-glusterfs-mount")) == [
+        "systemctl daemon-reload", "systemctl start var-lib-nova-instances.mount"]
     assert b.text("etc/fstab") == ("/dev/mapper/vg_base-lv_root / ext4 defaults 1 1\n"
                                    "localhost:/vm-instances /var/lib/nova/instances glusterfs "
                                    "defaults,_netdev,x-systemd.requires=glusterd.service 0 0\n")

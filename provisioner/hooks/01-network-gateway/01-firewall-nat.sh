@@ -19,7 +19,9 @@ if ! firewall-cmd -q --permanent --zone=external --query-masquerade; then
     firewall-cmd -q --permanent --zone=external --add-masquerade
     CHANGED=1
 fi
-if ! firewall-cmd -q --permanent --info-policy=internal-external >/dev/null 2>&1; then
+# not -q: firewall-cmd refuses it with --info-* ("-q/--quiet can't be used"), and the policy
+# would look absent on every run after the first (then NAME_CONFLICT)
+if ! firewall-cmd --permanent --info-policy=internal-external >/dev/null 2>&1; then
     firewall-cmd -q --permanent --new-policy=internal-external
     firewall-cmd -q --permanent --policy=internal-external --set-target=ACCEPT
     firewall-cmd -q --permanent --policy=internal-external --add-ingress-zone=internal
