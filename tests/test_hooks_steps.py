@@ -184,7 +184,7 @@ def test_kvm_follows_the_cpu(box, flags, module, virt):
 def test_libvirt_tls_needs_a_password_and_listens_inside(box):
     b = box("compute2")
     cmds = changes(b.run("05-kvm-compute/04-libvirt-config"))
-    assert "saslpasswd2 -p -a libvirt -f /etc/libvirt/passwd.db migration" in cmds
+    assert "saslpasswd2 -p -a libvirt -u compute2.cluster.local -f /etc/libvirt/passwd.db migration" in cmds
     assert b.text("etc/libvirt/virtproxyd.conf") == 'auth_tls = "sasl"\n'    # no sections in libvirt's files
     assert "ListenStream=192.168.0.2:16514" in b.text("etc/systemd/system/virtproxyd-tls.socket.d/listen.conf")
     assert (b.root / "etc/libvirt/auth.conf").stat().st_mode & 0o777 == 0o600
