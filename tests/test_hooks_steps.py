@@ -130,10 +130,10 @@ def test_gateway_nat_and_forwarding(box):
         "firewall-cmd -q --permanent --zone=external --change-interface=nic0",
         "firewall-cmd -q --permanent --zone=internal --change-interface=nic1",
         "firewall-cmd -q --permanent --zone=external --add-masquerade",
-        "firewall-cmd -q --permanent --new-policy=internal-to-external",
-        "firewall-cmd -q --permanent --policy=internal-to-external --set-target=ACCEPT",
-        "firewall-cmd -q --permanent --policy=internal-to-external --add-ingress-zone=internal",
-        "firewall-cmd -q --permanent --policy=internal-to-external --add-egress-zone=external",
+        "firewall-cmd -q --permanent --new-policy=internal-external",
+        "firewall-cmd -q --permanent --policy=internal-external --set-target=ACCEPT",
+        "firewall-cmd -q --permanent --policy=internal-external --add-ingress-zone=internal",
+        "firewall-cmd -q --permanent --policy=internal-external --add-egress-zone=external",
         "firewall-cmd -q --reload",
     ]
     assert changes(b.run("01-network-gateway/02-ip-forward")) == [
@@ -159,7 +159,8 @@ def test_the_volume_is_mounted_by_one_fstab_line(box):
     (b.root / "etc").mkdir(exist_ok=True)
     (b.root / "etc/fstab").write_text("/dev/mapper/vg_base-lv_root / ext4 defaults 1 1\n"
                                       "old:/x /var/lib/nova/instances glusterfs defaults 0 0\n")
-    assert changes(b.run("04-glusterfs-all/01-glusterfs-mount")) == ["mount /var/lib/nova/instances"]
+    assert changes(b.run("04-glusterfs-all/01-glusterfs-mount")) == [
+        "systemctl daemon-reload", "systemctl start var-lib-nova-instances.mount"]
     assert b.text("etc/fstab") == ("/dev/mapper/vg_base-lv_root / ext4 defaults 1 1\n"
                                    "localhost:/vm-instances /var/lib/nova/instances glusterfs "
                                    "defaults,_netdev,x-systemd.requires=glusterd.service 0 0\n")
@@ -183,7 +184,7 @@ def test_kvm_follows_the_cpu(box, flags, module, virt):
 def test_libvirt_tls_needs_a_password_and_listens_inside(box):
     b = box("compute2")
     cmds = changes(b.run("05-kvm-compute/04-libvirt-config"))
-    assert "saslpasswd2 -p -a libvirt -f /etc/libvirt/passwd.db migration" in cmds
+    assert "saslpasswd2 -p -a libvirt -u compute2.cluster.local -f /etc/libvirt/passwd.db migration" in cmds
     assert b.text("etc/libvirt/virtproxyd.conf") == 'auth_tls = "sasl"\n'    # no sections in libvirt's files
     assert "ListenStream=192.168.0.2:16514" in b.text("etc/systemd/system/virtproxyd-tls.socket.d/listen.conf")
     assert (b.root / "etc/libvirt/auth.conf").stat().st_mode & 0o777 == 0o600

@@ -100,6 +100,8 @@ def systemctl(a):
             mark("enabled", u)
         if verb in ("start", "restart"):
             mark("active", u)
+            if u.endswith(".mount"):    # systemd mounts what the unit names
+                mark("mounted", "/" + u[:-len(".mount")].replace("-", "/"))
     return "CHANGE", "", 0
 
 
@@ -176,13 +178,14 @@ def modprobe(a):
 
 
 def sasldblistusers2(a):
-    return "QUERY", "".join(f"{u.name}@libvirt: password\n" for u in key("sasl", "x").parent.glob("*")) \
+    return "QUERY", "".join(f"{u.name}: userPassword\n" for u in key("sasl", "x").parent.glob("*")) \
         if key("sasl", "x").parent.exists() else "", 0
 
 
 def saslpasswd2(a):
     sys.stdin.read()
-    mark("sasl", a[-1])
+    realm = a[a.index("-u") + 1] if "-u" in a else "localhost"
+    mark("sasl", f"{a[-1]}@{realm}")
     return "CHANGE", "", 0
 
 

@@ -22,8 +22,12 @@ ListenStream=
 ListenStream=$NODE_IP:16514
 FreeBind=yes
 CONF
-if ! sasldblistusers2 -f /etc/libvirt/passwd.db 2>/dev/null | grep -q '^migration@'; then
-    printf '%s' "$LIBVIRT_MIGRATION_PASSWORD" | saslpasswd2 -p -a libvirt -f /etc/libvirt/passwd.db migration
+# libvirtd looks the user up in its host's SASL realm, the host's canonical name: the fully
+# qualified one the cluster's hosts file (01-network-gateway/03-hosts) lists first. saslpasswd2's
+# default realm can be the bare host name ("user not found: unable to canonify user").
+realm=$NODE_HOSTNAME${DOMAIN:+.$DOMAIN}
+if ! sasldblistusers2 -f /etc/libvirt/passwd.db 2>/dev/null | grep -qxF "migration@$realm: userPassword"; then
+    printf '%s' "$LIBVIRT_MIGRATION_PASSWORD" | saslpasswd2 -p -a libvirt -u "$realm" -f /etc/libvirt/passwd.db migration
 fi
 write_file /etc/libvirt/auth.conf 0600 <<CONF
 [credentials-migration]
