@@ -24,10 +24,10 @@ import yaml
 from provisioner.config import Site
 from provisioner.credentials import PASSWORD_KEYS, Credentials
 from provisioner.registry.db import Node, Registry
+from provisioner.registry.states import STEP_DONE
 
 HOOKS_DIR = Path(str(resources.files("provisioner"))) / "hooks"     # shipped in the package
 PROFILES_DIR = HOOKS_DIR / "profiles"    # one KEY='value' file per OS the steps run on
-STEP_STATUSES = ("started", "ok", "failed")
 # what a step may name under `secrets:`; the root password reaches machines only as a hash in
 # the kickstart, and MariaDB's root is reached over its socket
 STEP_SECRETS = tuple(k for k in PASSWORD_KEYS if k not in ("root_password", "mariadb_root_password"))
@@ -130,7 +130,7 @@ def barrier_status(plan: Plan, registry: Registry, name: str) -> dict:
     waiting = []
     holders = [n for n in registry.list() if any(r in n.spec.roles for r in b.roles)]
     for n in holders:
-        if step_states(registry, n).get(b.after, {}).get("state") != "ok":
+        if step_states(registry, n).get(b.after, {}).get("state") not in STEP_DONE:
             waiting.append(n.hostname)
     return {"name": name, "ready": bool(holders) and not waiting, "after": b.after, "roles": list(b.roles),
             "waiting_for": waiting, "why": b.why}

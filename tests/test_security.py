@@ -138,6 +138,32 @@ def test_the_first_boot_credential_ends_at_deployed_and_at_rebuild(client, regis
     assert client.get(f"/api/v1/nodes/{CONTROLLER}/config", headers=bearer(other)).status_code == 403
 
 
+def test_a_skipped_step_lets_the_plan_go_on_but_is_never_shown_as_ok(client, registry, admin):
+    """A step that cannot run on its node (SELinux on Debian, Cinder's iSCSI target without LIO)
+    reports `skipped` with its reason: barriers open on it and the node deploys, while its plan
+    and events still say skipped, not ok."""
+    firstboot = install(client, registry, COMPUTE2)
+    steps = [s.id for s in load_plan().for_roles(["compute"])]
+    barrier_step = load_plan().barriers["gluster-bricks"].after
+    assert barrier_step in steps
+    for step in steps:
+        status = "skipped" if step == barrier_step else "ok"
+        r = client.post(f"/api/v1/nodes/{COMPUTE2}/events", headers=bearer(firstboot),
+                        json={"type": "step", "detail": {"step": step, "status": status,
+                                                          "output": "skipped: no such thing here\n" if status == "skipped" else ""}})
+        assert r.status_code == 200
+        if step == barrier_step:
+            # skipped counts as done for the barrier: compute2 is no longer waited for
+            waiting = client.get("/api/v1/barriers/gluster-bricks", headers=bearer(firstboot)).get_json()["waiting_for"]
+            assert "compute2" not in waiting
+    assert r.get_json()["state"] == "deployed"
+    plan = client.get(f"/api/v1/nodes/{COMPUTE2}/plan").get_json()
+    assert {s["id"]: s["state"] for s in plan["steps"]}[barrier_step] == "skipped"
+    r = client.post(f"/api/v1/nodes/{CONTROLLER}/events", headers=admin,
+                    json={"type": "step", "detail": {"step": steps[0], "status": "done"}})
+    assert r.status_code in (400, 403)
+
+
 def test_whoever_reports_installed_first_wins_and_the_other_is_refused(client, registry):
     """Someone on the install network read the kickstart and raced the real machine to
     `installed`: the real machine's report is refused, so its install fails loudly, and the

@@ -23,7 +23,8 @@ from provisioner.registry.states import CALLBACKS, DETAIL_MAX
 from provisioner.macaddr import InvalidMAC, canonical_mac
 from provisioner.mirror import served_file
 from provisioner.registry.nodes import InvalidNode
-from provisioner.plan import STEP_STATUSES, hooks_tarball, hooks_version, load_plan
+from provisioner.plan import hooks_tarball, hooks_version, load_plan
+from provisioner.registry.states import STEP_STATUSES
 from provisioner.registry.db import Conflict, Forbidden, NotFound, RegistryError, token_hash
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,7 @@ fi
 
 while IFS='|' read -r step wait state; do
     [ -n "$step" ] || continue
-    [ "$state" = ok ] && continue
+    case $state in ok | skipped) continue ;; esac
     if [ -n "$wait" ] && ! wait_barrier "$wait" > "$STATE/barrier.log" 2>&1; then
         report "$step" failed "$STATE/barrier.log"
         echo "step $step: $(tail -n 1 "$STATE/barrier.log")" >&2
@@ -94,7 +94,12 @@ while IFS='|' read -r step wait state; do
     report "$step" started ""
     log="$STATE/$(basename "$step").log"
     if bash "$HOOKS/$step.sh" > "$log" 2>&1; then
-        report "$step" ok "$log"
+        # a step that cannot run on this node says so on its first line (lib/common.sh's skip)
+        if head -n 1 "$log" | grep -q '^skipped: '; then
+            report "$step" skipped "$log"
+        else
+            report "$step" ok "$log"
+        fi
     else
         report "$step" failed "$log"
         echo "step $step failed; fix it and run $0 again to resume here" >&2

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from provisioner.config import Nic, NodeSpec, Site
 from provisioner.power.bmc import Bmc, Sealer
-from provisioner.registry.states import CALLBACKS, DISCOVERED
+from provisioner.registry.states import CALLBACKS, DISCOVERED, STEP_DONE
 
 log = logging.getLogger(__name__)
 
@@ -694,7 +694,7 @@ class Registry:
 
     def step_report(self, mac: str, token: str | None, detail: dict, plan_ids: list[str]) -> Node:
         """A first-boot step's report, authenticated by the node's first-boot credential:
-        installed -> configuring; deployed once every step is ok, and the credential ends there."""
+        installed -> configuring; deployed once every step is ok or skipped, and the credential ends there."""
         with self._tx() as db:
             node = self._get_in(db, mac)
             check_firstboot_token(node, token)
@@ -703,13 +703,13 @@ class Registry:
                                "type")
             self._event_in(db, node.mac, "step", detail)
             state = "configuring"
-            if detail["status"] == "ok":
+            if detail["status"] in STEP_DONE:
                 done = {}
                 for row in db.execute(_SINCE_INSTALL, (node.mac, node.mac)):
                     if row["type"] == "step":
                         d = json.loads(row["detail"])
                         done[d.get("step")] = d.get("status")
-                if all(done.get(i) == "ok" for i in plan_ids):
+                if all(done.get(i) in STEP_DONE for i in plan_ids):
                     state = "deployed"
             if state == "deployed":
                 db.execute("UPDATE nodes SET state=?, firstboot_hash=NULL, updated_at=? WHERE id=?",

@@ -25,3 +25,9 @@ CALLBACKS: dict[str, tuple[frozenset[str], str, bool]] = {
     "layout": (frozenset({"installing"}), "installing", False),
 }
 DETAIL_MAX = 64 * 1024      # a failed install's log tail is kept, but not without bound
+
+# A first-boot step's reports: started, then ok, skipped (the step itself found that what it does
+# cannot run on this node and said why: never faked as done) or failed. ok and skipped both let
+# the plan go on: barriers open and the node is deployed when each of its steps is one of them.
+STEP_STATUSES = ("started", "ok", "skipped", "failed")
+STEP_DONE = frozenset({"ok", "skipped"})

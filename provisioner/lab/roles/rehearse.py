@@ -22,6 +22,7 @@ from provisioner.lab.roles import installer, watch
 from provisioner.lab.roles.netns import NamespaceThread
 from provisioner.lab.roles.service import LabService
 from provisioner.plan import PlanError, load_plan
+from provisioner.registry.states import STEP_DONE
 
 
 class RehearsalError(RuntimeError):
@@ -131,7 +132,7 @@ class Rehearsal:
         plan = self.api(f"/api/v1/nodes/{mac}/plan")
         view = watch.NodeView(plan=plan, events=self.events(hostname))
         for step in watch.limited(plan["steps"], self.limits[hostname]):
-            if step["state"] != "ok" and step.get("wait"):
+            if step["state"] not in STEP_DONE and step.get("wait"):
                 view.barriers[step["wait"]] = self.api(f"/api/v1/barriers/{step['wait']}")
                 break
         view.unit = installer.unit_state(self.sub, hostname)

@@ -18,6 +18,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from provisioner.registry.states import STEP_DONE
+
 TERMINAL = ("done", "failed")
 STYLE = {"done": "green", "failed": "bold red", "waiting": "yellow", "running": "cyan", "pending": "dim"}
 
@@ -64,7 +66,7 @@ def last_line(text: str) -> str:
 def row(hostname: str, view: NodeView, until: str | None) -> Row:
     """One node's row, without its elapsed time (the watcher keeps the clock)."""
     steps = limited(view.plan.get("steps", []), until)
-    ok = sum(1 for s in steps if s["state"] == "ok")
+    ok = sum(1 for s in steps if s["state"] in STEP_DONE)
     base = {"node": hostname, "steps_ok": ok, "steps": len(steps)}
     unit = view.unit.get("ActiveState", "")
     failed = next((s for s in steps if s["state"] == "failed"), None)
@@ -75,7 +77,8 @@ def row(hostname: str, view: NodeView, until: str | None) -> Row:
         return Row(state="failed", step=failed["id"],
                    message=last_line(failed.get("output", "")) or "failed, saying nothing (its output is empty)", **base)
     if steps and ok == len(steps):
-        what = "deployed" if view.plan.get("state") == "deployed" else f"every step up to {steps[-1]['id']} ok"
+        what = "deployed" if view.plan.get("state") == "deployed" else \
+            f"every step up to {steps[-1]['id']} ok or skipped"
         return Row(state="done", step=steps[-1]["id"], message=what, **base)
     if not steps:
         return Row(state="done", message="no step of its plan is in this rehearsal", **base)
@@ -86,7 +89,7 @@ def row(hostname: str, view: NodeView, until: str | None) -> Row:
     running = next((s for s in steps if s["state"] == "started"), None)
     if running:
         return Row(state="running", step=running["id"], message=f"{running['id']} started", **base)
-    nxt = next(s for s in steps if s["state"] != "ok")
+    nxt = next(s for s in steps if s["state"] not in STEP_DONE)
     barrier = view.barriers.get(nxt.get("wait") or "")
     if barrier and not barrier.get("ready"):
         who = ", ".join(barrier.get("waiting_for", [])) or "nobody holds its roles"
