@@ -52,6 +52,7 @@ class Box:
             config_env(ctx.site, ctx.credentials, self.node, ctx.registry.list(), load_plan(), profile=profile))
         (self.root / "proc").mkdir()
         (self.root / "proc/cpuinfo").write_text(f"processor : 0\nflags : {cpu_flags}\n")
+        (self.root / "proc/misc").write_text("236 device-mapper\n")   # dm_mod, which LVM volume groups need
         self.state.mkdir(parents=True)
         if "compute" in self.node.spec.roles:
             (self.state / "mounted").mkdir()

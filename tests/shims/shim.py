@@ -26,6 +26,12 @@ def has(*parts):
     return key(*parts).exists()
 
 
+def marked(*parts):
+    """The names marked under parts, sorted (what a list command reports)."""
+    d = STATE.joinpath(*[str(x).replace("/", "%") for x in parts])
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
 def mark(*parts, value=""):
     key(*parts).write_text(value)
 
@@ -304,6 +310,8 @@ def openstack(a):
             name = [w for w in words[i + 1:] if not w.startswith("-")][0]
             if kind == "server" and col == "status":
                 return "QUERY", "ACTIVE\n" if has("os", "server", name) else "", 0 if has("os", "server", name) else 1
+            if kind == "image" and col == "status":
+                return "QUERY", "active\n" if has("os", "image", name) else "", 0 if has("os", "image", name) else 1
             if kind == "volume" and col == "status":
                 return "QUERY", ("in-use\n" if has("attached", name) else "available\n"), 0
             if kind == "volume" and col == "attachments":
@@ -313,8 +321,16 @@ def openstack(a):
         i = words.index("list")
         kind = " ".join(words[:i])
         opt = lambda o: words[words.index(o) + 1] if o in words else ""  # noqa: E731
+        if kind == "role assignment" and not opt("--user"):
+            return "QUERY", "".join(f"{u}@Default\n" for u in marked("roleassign")), 0
         if kind == "role assignment":
             return "QUERY", "admin\n" if has("roleassign", opt("--user")) else "", 0
+        if kind == "user":
+            return "QUERY", "".join(f"{u}\n" for u in marked("os", "user")), 0
+        if kind == "service":
+            return "QUERY", "".join(f"{t}\n" for t in marked("os", "service")), 0
+        if kind == "endpoint" and not opt("--service"):
+            return "QUERY", "".join(f"{e.replace('-', ' ')}\n" for e in marked("endpoint")), 0
         if kind == "endpoint":
             return "QUERY", "id\n" if has("endpoint", f"{opt('--service')}-{opt('--interface')}") else "", 0
         if kind == "security group rule":

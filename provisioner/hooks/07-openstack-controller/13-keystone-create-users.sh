@@ -13,20 +13,25 @@ fi
 # secrets its steps name (plan.yaml), and a test reads the names from these files.
 declare -A password=([glance]="$GLANCE_PASSWORD" [placement]="$PLACEMENT_PASSWORD" [nova]="$NOVA_PASSWORD"
                      [neutron]="$NEUTRON_PASSWORD" [cinder]="$CINDER_PASSWORD")
+# What exists, read once (each openstack call is seconds of client start-up), then what is missing.
+users=$(openstack user list --domain default -f value -c Name)
+assigned=$(openstack role assignment list --project service --role admin --names -f value -c User)
+services=$(openstack service list -f value -c Type)
+endpoints=$(openstack endpoint list -f value -c "Service Type" -c Interface)
 for entry in "glance image 9292" "placement placement 8778" "nova compute 8774/v2.1" \
              "neutron network 9696" "cinder volumev3 8776/v3"; do
     read -r user type port <<<"$entry"
-    if ! openstack_exists user "$user" --domain default; then
+    if ! grep -qx "$user" <<<"$users"; then
         openstack user create --domain default --password "${password[$user]}" "$user"
     fi
-    if [ -z "$(openstack role assignment list --user "$user" --project service --role admin -f value -c Role)" ]; then
+    if ! grep -qx "$user@Default" <<<"$assigned"; then
         openstack role add --project service --user "$user" admin
     fi
-    if ! openstack_exists service "$type"; then
+    if ! grep -qx "$type" <<<"$services"; then
         openstack service create --name "$user" "$type"
     fi
     for interface in public internal admin; do
-        if [ -z "$(openstack endpoint list --service "$type" --interface "$interface" -f value -c ID)" ]; then
+        if ! grep -qx "$type $interface" <<<"$endpoints"; then
             openstack endpoint create --region RegionOne "$type" "$interface" "http://$CONTROLLER_HOST:$port"
         fi
     done

@@ -24,4 +24,7 @@ ini_set "$conf" neutron service_metadata_proxy true
 ini_set "$conf" neutron metadata_proxy_shared_secret "$METADATA_SECRET"
 ini_set "$conf" cinder os_region_name RegionOne
 nova_service_user "$conf"
+if [ -n "$NOVA_CONSOLEPROXY_DEFAULTS" ]; then
+    line_in_file "$NOVA_CONSOLEPROXY_DEFAULTS" '^NOVA_CONSOLE_PROXY_TYPE=' 'NOVA_CONSOLE_PROXY_TYPE=novnc'
+fi
 restart_if_changed "$UNITS_NOVA_CONTROLLER"

@@ -4,4 +4,10 @@
 . "$(dirname "$0")/../lib/common.sh"
 
 pkg_install "$PKGS_CINDER"
+why=$(cinder_backend_unavailable)
+if [ -z "$why" ]; then
+    pkg_install "$PKGS_CINDER_VOLUME"
+else
+    skipped "installing the LVM/iSCSI back end ($PKGS_CINDER_VOLUME)" "$why"
+fi
 mysql_database cinder cinder "$CINDER_DB_PASSWORD"

@@ -20,6 +20,12 @@ ini_set "$conf" lvm volume_group "$CINDER_VG"
 ini_set "$conf" lvm target_protocol iscsi
 ini_set "$conf" lvm target_helper lioadm
 ini_set "$conf" oslo_concurrency lock_path /var/lib/cinder/tmp
+why=$(cinder_backend_unavailable)
+if [ -n "$why" ]; then
+    skipped "the LVM device filter for $CINDER_VG" "$why"
+    restart_if_changed "$UNITS_CINDER"
+    exit 0
+fi
 pvs_of_vg=$(pvs --noheadings -o pv_name -S "vg_name=$CINDER_VG" | awk '{ print $1 }')
 if [ -z "$pvs_of_vg" ]; then
     say "volume group $CINDER_VG has no physical volume: Table 2's sda3 is missing" >&2
@@ -45,4 +51,4 @@ devices {
 }
 CONF
 fi
-restart_if_changed "$UNITS_CINDER"
+restart_if_changed "$UNITS_CINDER" "$UNIT_CINDER_VOLUME"
