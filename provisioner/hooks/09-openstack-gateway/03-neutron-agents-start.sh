@@ -11,9 +11,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 
 service_on "$UNIT_OVS"
-if ! ovs-vsctl br-exists br-provider; then
-    ovs-vsctl add-br br-provider
-fi
+ovs_bridge br-provider
 # undo the earlier steps' bridging of the public NIC, which cut the cluster off
 if ovs-vsctl list-ports br-provider | grep -qx "$PUBLIC_INTERFACE"; then
     ovs-vsctl del-port br-provider "$PUBLIC_INTERFACE"

@@ -211,6 +211,34 @@ admin_env() {
         OS_AUTH_URL="http://$CONTROLLER_HOST:5000/v3" OS_IDENTITY_API_VERSION=3
 }
 
+# ovs_datapath: Open vSwitch's datapath here. The kernel's (system) where the kernel has its
+# module or can load it, as on every real host; else OVS's userspace datapath (netdev), e.g. in a
+# container on a host kernel built without openvswitch. 08-openstack-compute/05 decides once and
+# writes it into the agent's configuration; later steps read it there (ovs_bridge).
+ovs_datapath() {
+    if lsmod | grep -q '^openvswitch ' || modprobe openvswitch 2>/dev/null; then
+        printf 'system\n'
+    else
+        printf 'netdev\n'
+    fi
+}
+
+# ovs_bridge NAME: an Open vSwitch bridge on the datapath the agent was configured with, made
+# only if absent (the agent stops at start if a bridge in bridge_mappings is missing).
+ovs_bridge() {
+    local name=$1 dp current
+    dp=$(crudini --get "$ROOT/etc/neutron/plugins/ml2/openvswitch_agent.ini" ovs datapath_type 2>/dev/null || true)
+    dp=${dp:-system}
+    if ! ovs-vsctl br-exists "$name"; then
+        ovs-vsctl add-br "$name" -- set bridge "$name" "datapath_type=$dp"
+        return 0
+    fi
+    current=$(ovs-vsctl get bridge "$name" datapath_type | tr -d '"')
+    if [ "${current:-system}" != "$dp" ]; then      # unset is the kernel's
+        ovs-vsctl set bridge "$name" "datapath_type=$dp"
+    fi
+}
+
 # nova_service_sections FILE: how Nova reaches Placement and Neutron (controller and compute alike).
 nova_service_sections() {
     local file=$1 section
