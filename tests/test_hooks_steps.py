@@ -130,10 +130,10 @@ def test_gateway_nat_and_forwarding(box):
         "firewall-cmd -q --permanent --zone=external --change-interface=nic0",
         "firewall-cmd -q --permanent --zone=internal --change-interface=nic1",
         "firewall-cmd -q --permanent --zone=external --add-masquerade",
-        "firewall-cmd -q --permanent --new-policy=internal-to-external",
-        "firewall-cmd -q --permanent --policy=internal-to-external --set-target=ACCEPT",
-        "firewall-cmd -q --permanent --policy=internal-to-external --add-ingress-zone=internal",
-        "firewall-cmd -q --permanent --policy=internal-to-external --add-egress-zone=external",
+        "firewall-cmd -q --permanent --new-policy=internal-external",
+        "firewall-cmd -q --permanent --policy=internal-external --set-target=ACCEPT",
+        "firewall-cmd -q --permanent --policy=internal-external --add-ingress-zone=internal",
+        "firewall-cmd -q --permanent --policy=internal-external --add-egress-zone=external",
         "firewall-cmd -q --reload",
     ]
     assert changes(b.run("01-network-gateway/02-ip-forward")) == [

@@ -10,8 +10,7 @@ if grep -qw vmx "$ROOT/proc/cpuinfo"; then
 elif grep -qw svm "$ROOT/proc/cpuinfo"; then
     module=kvm_amd
 else
-    say "no vmx or svm flag: no hardware virtualisation, Nova will use plain QEMU"
-    exit 0
+    skip "no vmx or svm CPU flag: no hardware virtualisation to load a module for; Nova will use plain QEMU"
 fi
 printf 'kvm\n%s\n' "$module" | write_file /etc/modules-load.d/kvm.conf 0644
 if ! lsmod | grep -q "^$module "; then

@@ -17,6 +17,13 @@ fi
 
 say() { printf '%s\n' "$*"; }
 
+# skip REASON: what this step does cannot run on this node; say why and stop, changing nothing.
+# The runner reports the step with this output, first line "skipped: REASON" (never faked as done).
+skip() {
+    say "skipped: $*"
+    exit 0
+}
+
 # The OS profile the service names for this node (PROFILE in config.env): package, unit and path
 # names, and the steps that do not apply on that OS. The steps speak in the profile's vocabulary.
 : "${PROFILE:?the configuration in config.env names no OS profile}"
@@ -30,8 +37,7 @@ fi
 STEP_ID="$(basename "$(dirname "$0")")/$(basename "$0" .sh)"
 case " $SKIP_STEPS " in
     *" $STEP_ID "*)
-        say "$STEP_ID does not apply on $PROFILE"
-        exit 0 ;;
+        skip "$STEP_ID does not apply on $PROFILE" ;;
 esac
 
 # write_file PATH MODE: content on stdin; rewritten only if it differs.

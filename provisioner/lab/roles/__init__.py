@@ -9,8 +9,12 @@ What a container cannot do here, as the role steps will find (measured on this h
   - Open vSwitch: no openvswitch module, so a kernel-datapath bridge fails; a userspace one
     (datapath_type=netdev) works, which Neutron's OVS agent can be told to use.
   - Block devices: no loop devices inside (mount -o loop fails) and no device-mapper on the
-    host, so no LVM; GlusterFS bricks need another stand-in for lv_gluster.
-  - chrony is skipped (ConditionCapability=CAP_SYS_TIME): the containers share the host's clock.
+    host, so no LVM. lv_gluster (XFS at /export/gluster on compute hosts) is an XFS file system
+    on a sparse file the lab loop-mounts on the host and binds in (containers.make_brick).
+  - CAP_SYS_TIME is withheld (the containers share the host's clock), so chrony's unit would be
+    skipped (ConditionCapability); the chrony step runs chronyd with -x there: it tracks its
+    sources and serves time, and never sets the clock.
+  - No vmx/svm CPU flag here: the KVM module step is skipped and libvirt runs QEMU under TCG.
 """
 
 from provisioner.lab.roles.substrate import Substrate, SubstrateError

@@ -52,6 +52,42 @@ class NodeDirs:
     def console(self) -> Path:
         return self.base / "console.log"
 
+    @property
+    def brick_image(self) -> Path:
+        return self.base / "gluster.img"
+
+    @property
+    def brick(self) -> Path:
+        return self.base / "brick"
+
+
+# lv_gluster (Table 1: XFS at /export/gluster on every compute host) as an XFS file system on a
+# sparse file, loop-mounted on the host and bound into the container: the containers have no
+# loop devices and the host no device-mapper. 512 MiB: mkfs.xfs refuses less than 300 MiB.
+BRICK_MOUNT = "/export/gluster"
+BRICK_SIZE = 512 << 20
+
+
+def make_brick(dirs: NodeDirs, size: int = BRICK_SIZE) -> None:
+    dirs.brick.mkdir(parents=True, exist_ok=True)
+    with open(dirs.brick_image, "wb") as f:
+        f.truncate(size)
+    _run(["mkfs.xfs", "-q", "-f", str(dirs.brick_image)])
+    _run(["mount", "-t", "xfs", "-o", "loop", str(dirs.brick_image), str(dirs.brick)])
+
+
+def remove_brick(dirs: NodeDirs) -> bool:
+    """Unmount the brick (its loop device goes with it: mount -o loop sets autoclear) and delete it."""
+    done = unmount(dirs.brick)
+    if dirs.brick_image.exists():
+        # a loop device the autoclear missed (the mount was detached lazily, say)
+        r = subprocess.run(["losetup", "-j", str(dirs.brick_image), "-O", "NAME", "-n"],
+                           capture_output=True, text=True)
+        for dev in r.stdout.split():
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        dirs.brick_image.unlink()
+    return done
+
 
 def mount_overlay(lower: Path, dirs: NodeDirs) -> None:
     for d in (dirs.upper, dirs.work, dirs.root):
@@ -94,23 +130,28 @@ def seed_identity(root: Path, hostname: str, hosts: str, machine_id: str,
     (etc / "resolv.conf").write_text("".join(f"nameserver {n}\n" for n in nameservers))
 
 
-def nspawn_argv(dirs: NodeDirs, hostname: str, netns_path: str) -> list[str]:
+def nspawn_argv(dirs: NodeDirs, hostname: str, netns_path: str, brick: bool = False) -> list[str]:
     argv = ["systemd-nspawn", "-D", str(dirs.root), "-b", "--keep-unit", "--register=no",
             f"--machine=pvr-{hostname}", f"--hostname={hostname}",
             f"--network-namespace-path={netns_path}",
+            # the namespace is the container's own: with this nspawn also mounts its
+            # /proc/sys/net writable (per namespace: the gateway's ip_forward), else read-only
+            "--private-network",
             # the node's identity is in its overlay; nothing from the host leaks in
             "--resolv-conf=off", "--timezone=off", "--link-journal=no",
             "--console=read-only"]
     argv += [f"--capability={c}" for c in CAPABILITIES]
     argv += [f"--bind={d}" for d in DEVICES if os.path.exists(d)]
+    if brick:
+        argv.append(f"--bind={dirs.brick}:{BRICK_MOUNT}")
     return argv
 
 
-def start(dirs: NodeDirs, hostname: str, netns_path: str) -> subprocess.Popen:
+def start(dirs: NodeDirs, hostname: str, netns_path: str, brick: bool = False) -> subprocess.Popen:
     """Boot the container; returns nspawn's process. Its console goes to dirs.console."""
     with open(dirs.console, "ab") as log:
         # a session of its own: `up --keep` returns and the containers stay
-        proc = subprocess.Popen(nspawn_argv(dirs, hostname, netns_path), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(nspawn_argv(dirs, hostname, netns_path, brick), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc
 

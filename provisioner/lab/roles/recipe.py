@@ -35,6 +35,9 @@ ROLES = (
     "cinder-api", "cinder-scheduler", "openstack-dashboard", "python3-openstackclient",
     # compute (KVM) and its networking
     "nova-compute", "qemu-system-x86", "libvirt-daemon-system",
+    # live migration's SASL (SCRAM inside TLS): the mechanism plug-ins are only a Recommends of
+    # libsasl2-2, and saslpasswd2 is in sasl2-bin
+    "libsasl2-modules", "sasl2-bin",
     "neutron-openvswitch-agent", "openvswitch-switch",
 )
 

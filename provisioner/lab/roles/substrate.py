@@ -113,7 +113,13 @@ class Substrate:
             self._save_state(state)
             containers.mount_overlay(root, dirs)
             containers.seed_identity(dirs.root, spec.hostname, hosts, uuid.uuid4().hex, self.nameservers)
-            proc = self._children[spec.hostname] = containers.start(dirs, spec.hostname, net.ns_path(node["ns"]))
+            brick = "compute" in spec.roles
+            if brick:
+                node["brick"] = str(dirs.brick_image)
+                self._save_state(state)
+                containers.make_brick(dirs)
+            proc = self._children[spec.hostname] = containers.start(dirs, spec.hostname, net.ns_path(node["ns"]),
+                                                                    brick)
             node["nspawn"] = proc.pid
             self._save_state(state)
         for spec in self.specs:
@@ -146,6 +152,8 @@ class Substrate:
                 dirs = containers.NodeDirs(Path(node["dir"]))
                 if containers.unmount(dirs.root):
                     done.append(f"unmounted {dirs.root}")
+                if node.get("brick") and containers.remove_brick(dirs):
+                    done.append(f"removed the brick {dirs.brick_image}")
                 shutil.rmtree(dirs.base, ignore_errors=True)
         for ns in self._net(state).delete():
             done.append(f"deleted namespace {ns}")
