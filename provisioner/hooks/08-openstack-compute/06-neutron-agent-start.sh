@@ -5,6 +5,7 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
+ovs_userspace_unit
 service_on "$UNIT_OVS"
 ovs_bridge br-provider
 service_on "$UNIT_OVS_AGENT"

@@ -10,6 +10,7 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
+ovs_userspace_unit
 service_on "$UNIT_OVS"
 ovs_bridge br-provider
 # undo the earlier steps' bridging of the public NIC, which cut the cluster off

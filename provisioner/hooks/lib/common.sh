@@ -229,12 +229,35 @@ ovs_datapath() {
     fi
 }
 
+# ovs_configured_datapath: the datapath 08-openstack-compute/05 told the agent about.
+ovs_configured_datapath() {
+    local dp
+    dp=$(crudini --get "$ROOT/etc/neutron/plugins/ml2/openvswitch_agent.ini" ovs datapath_type 2>/dev/null || true)
+    printf '%s\n' "${dp:-system}"
+}
+
+# ovs_userspace_unit: where the agent runs on the userspace datapath, ovs-vswitchd is started
+# directly instead of through ovs-ctl, whose start fails when it cannot load the kernel module
+# (ovs-kmod-ctl insert) even though no bridge here needs it. Nothing on the kernel's datapath.
+ovs_userspace_unit() {
+    local run=/var/run/openvswitch
+    [ "$(ovs_configured_datapath)" = netdev ] || return 0
+    write_file /etc/systemd/system/ovs-vswitchd.service.d/userspace.conf 0644 <<CONF
+[Service]
+ExecStart=
+ExecStart=/usr/sbin/ovs-vswitchd unix:$run/db.sock -vconsole:emer -vsyslog:err -vfile:info --no-chdir --log-file=/var/log/openvswitch/ovs-vswitchd.log --pidfile=$run/ovs-vswitchd.pid --detach
+ExecReload=
+CONF
+    if [ "$CHANGED" = 1 ]; then
+        systemctl daemon-reload
+    fi
+}
+
 # ovs_bridge NAME: an Open vSwitch bridge on the datapath the agent was configured with, made
 # only if absent (the agent stops at start if a bridge in bridge_mappings is missing).
 ovs_bridge() {
     local name=$1 dp current
-    dp=$(crudini --get "$ROOT/etc/neutron/plugins/ml2/openvswitch_agent.ini" ovs datapath_type 2>/dev/null || true)
-    dp=${dp:-system}
+    dp=$(ovs_configured_datapath)
     if ! ovs-vsctl br-exists "$name"; then
         ovs-vsctl add-br "$name" -- set bridge "$name" "datapath_type=$dp"
         return 0
