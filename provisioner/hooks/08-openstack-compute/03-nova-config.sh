@@ -24,6 +24,11 @@ ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
 nova_service_sections "$conf"
 nova_service_user "$conf"
 ini_set "$conf" libvirt virt_type "$virt_type"
+# a package's own compute configuration, read after nova.conf, names the hypervisor too
+# (Debian's nova-compute-kvm: virt_type=kvm, which cannot start without hardware virtualisation)
+if [ -n "$NOVA_COMPUTE_CONF" ]; then
+    ini_set "$NOVA_COMPUTE_CONF" libvirt virt_type "$virt_type"
+fi
 ini_set "$conf" libvirt live_migration_scheme tls
 ini_set "$conf" libvirt live_migration_inbound_addr "$NODE_IP"
 restart_if_changed "$UNIT_NOVA_COMPUTE"
