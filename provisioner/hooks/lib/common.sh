@@ -308,6 +308,9 @@ keystone_authtoken() {
     ini_set "$file" keystone_authtoken auth_url "http://$CONTROLLER_HOST:5000"
     ini_set "$file" keystone_authtoken memcached_servers "$CONTROLLER_HOST:11211"
     ini_set "$file" keystone_authtoken auth_type password
+    # Keystone's bootstrap names the region RegionOne; Debian's packaged configurations say
+    # regionOne, and the middleware then finds no identity endpoint (every request a 500)
+    ini_set "$file" keystone_authtoken region_name RegionOne
     ini_set "$file" keystone_authtoken project_domain_name Default
     ini_set "$file" keystone_authtoken user_domain_name Default
     ini_set "$file" keystone_authtoken project_name service
