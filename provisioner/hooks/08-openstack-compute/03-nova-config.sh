@@ -19,6 +19,9 @@ ini_set "$conf" vnc server_listen 0.0.0.0
 # shellcheck disable=SC2016  # nova.conf's own variable, written literally
 ini_set "$conf" vnc server_proxyclient_address '$my_ip'
 ini_set "$conf" vnc novncproxy_base_url "http://$CONTROLLER_HOST:6080/vnc_auto.html"
+# one console protocol: Debian's nova.conf enables SPICE as well, which its QEMU is built
+# without ("spice graphics are not supported with this QEMU": no VM could be defined)
+ini_set "$conf" spice enabled false
 ini_set "$conf" glance api_servers "http://$CONTROLLER_HOST:9292"
 ini_set "$conf" oslo_concurrency lock_path /var/lib/nova/tmp
 nova_service_sections "$conf"
