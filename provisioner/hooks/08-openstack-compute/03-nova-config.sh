@@ -35,3 +35,11 @@ fi
 ini_set "$conf" libvirt live_migration_scheme tls
 ini_set "$conf" libvirt live_migration_inbound_addr "$NODE_IP"
 restart_if_changed "$UNIT_NOVA_COMPUTE"
+# Where this node's cgroup controllers are mounted read-only (a container on a cgroup v1 host),
+# libvirt cannot make a VM's cgroup and refuses to start it ("Failed to create v1 controller
+# cpu for group: Read-only file system"): it is told to use none. Nothing on a real host.
+if awk '$3 == "cgroup" && $4 ~ /(^|,)ro(,|$)/ { found = 1 } END { exit !found }' "$ROOT/proc/mounts" 2>/dev/null; then
+    CHANGED=0
+    kv_set /etc/libvirt/qemu.conf cgroup_controllers "[ ]"
+    restart_if_changed "${LIBVIRT_SOCKETS//.socket/}"
+fi
