@@ -42,7 +42,7 @@ UDHCPC = """#!/bin/sh
 exit 0
 """
 
-# the lease is asked for before getty starts, for 10 s at most
+# the lease is asked for beside getty (once), so a network that never answers cannot hold the prompt
 DHCP = """#!/bin/sh
 ip link set lo up
 if udhcpc -i eth0 -n -q -t 5 -T 2 -s /etc/udhcpc.script >/dev/null 2>&1; then
@@ -52,7 +52,7 @@ else
 fi
 """
 
-INITTAB = "::sysinit:/etc/dhcp.sh\nttyS0::respawn:/bin/getty -L 115200 ttyS0 vt100\n"
+INITTAB = "::once:/etc/dhcp.sh\nttyS0::respawn:/bin/getty -L 115200 ttyS0 vt100\n"
 
 SYSLINUX_CFG = """DEFAULT linux
 PROMPT 0
