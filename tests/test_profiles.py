@@ -194,6 +194,23 @@ def test_5_the_provider_bridge_holds_no_nic_with_an_address(site):
     assert "ip address replace $PROVIDER_GATEWAY/" in STEPS["09-openstack-gateway/03-neutron-agents-start"]
 
 
+@needs_crudini
+def test_5_a_bridged_uplink_is_taken_back_out_and_the_gateway_address_goes_on_the_bridge(tmp_path, app):
+    b = Box(tmp_path, app, "compute1")      # centos-stream-9, the site's profile
+    nic = next(n.name for n in b.node.spec.nics if n.mode == "dhcp")
+    for step in ("08-openstack-compute/05-neutron-agent-config", "08-openstack-compute/06-neutron-agent-start"):
+        b.run(step)
+    (b.state / "port" / "br-provider").mkdir(parents=True, exist_ok=True)
+    (b.state / "port" / "br-provider" / nic).write_text("")     # what the earlier steps left
+    done = changes(b.run("09-openstack-gateway/03-neutron-agents-start"))
+    assert f"ovs-vsctl del-port br-provider {nic}" in done
+    assert not [c for c in done if "add-port" in c or re.search(rf"\bip .*\b{nic}\b", c)]
+    unit = b.text("etc/systemd/system/provisioner-provider-gateway.service")
+    assert re.search(r"^ExecStart=/usr/sbin/ip address replace \S+ dev br-provider$", unit, re.M), unit
+    assert nic not in unit
+    assert changes(b.run("09-openstack-gateway/03-neutron-agents-start")) == []
+
+
 # -- defects 6 and 7: the plan --------------------------------------------------------------------
 
 def test_6_network_ready_waits_for_the_networks_not_the_dashboard():

@@ -10,10 +10,9 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
+ovs_userspace_unit
 service_on "$UNIT_OVS"
-if ! ovs-vsctl br-exists br-provider; then
-    ovs-vsctl add-br br-provider
-fi
+ovs_bridge br-provider
 # undo the earlier steps' bridging of the public NIC, which cut the cluster off
 if ovs-vsctl list-ports br-provider | grep -qx "$PUBLIC_INTERFACE"; then
     ovs-vsctl del-port br-provider "$PUBLIC_INTERFACE"

@@ -217,6 +217,57 @@ admin_env() {
         OS_AUTH_URL="http://$CONTROLLER_HOST:5000/v3" OS_IDENTITY_API_VERSION=3
 }
 
+# ovs_datapath: Open vSwitch's datapath here. The kernel's (system) where the kernel has its
+# module or can load it, as on every real host; else OVS's userspace datapath (netdev), e.g. in a
+# container on a host kernel built without openvswitch. 08-openstack-compute/05 decides once and
+# writes it into the agent's configuration; later steps read it there (ovs_bridge).
+ovs_datapath() {
+    if lsmod | grep -q '^openvswitch ' || modprobe openvswitch 2>/dev/null; then
+        printf 'system\n'
+    else
+        printf 'netdev\n'
+    fi
+}
+
+# ovs_configured_datapath: the datapath 08-openstack-compute/05 told the agent about.
+ovs_configured_datapath() {
+    local dp
+    dp=$(crudini --get "$ROOT/etc/neutron/plugins/ml2/openvswitch_agent.ini" ovs datapath_type 2>/dev/null || true)
+    printf '%s\n' "${dp:-system}"
+}
+
+# ovs_userspace_unit: where the agent runs on the userspace datapath, ovs-vswitchd is started
+# directly instead of through ovs-ctl, whose start fails when it cannot load the kernel module
+# (ovs-kmod-ctl insert) even though no bridge here needs it. Nothing on the kernel's datapath.
+ovs_userspace_unit() {
+    local run=/var/run/openvswitch
+    [ "$(ovs_configured_datapath)" = netdev ] || return 0
+    write_file /etc/systemd/system/ovs-vswitchd.service.d/userspace.conf 0644 <<CONF
+[Service]
+ExecStart=
+ExecStart=/usr/sbin/ovs-vswitchd unix:$run/db.sock -vconsole:emer -vsyslog:err -vfile:info --no-chdir --log-file=/var/log/openvswitch/ovs-vswitchd.log --pidfile=$run/ovs-vswitchd.pid --detach
+ExecReload=
+CONF
+    if [ "$CHANGED" = 1 ]; then
+        systemctl daemon-reload
+    fi
+}
+
+# ovs_bridge NAME: an Open vSwitch bridge on the datapath the agent was configured with, made
+# only if absent (the agent stops at start if a bridge in bridge_mappings is missing).
+ovs_bridge() {
+    local name=$1 dp current
+    dp=$(ovs_configured_datapath)
+    if ! ovs-vsctl br-exists "$name"; then
+        ovs-vsctl add-br "$name" -- set bridge "$name" "datapath_type=$dp"
+        return 0
+    fi
+    current=$(ovs-vsctl get bridge "$name" datapath_type | tr -d '"')
+    if [ "${current:-system}" != "$dp" ]; then      # unset is the kernel's
+        ovs-vsctl set bridge "$name" "datapath_type=$dp"
+    fi
+}
+
 # nova_service_sections FILE: how Nova reaches Placement and Neutron (controller and compute alike).
 nova_service_sections() {
     local file=$1 section
@@ -257,6 +308,9 @@ keystone_authtoken() {
     ini_set "$file" keystone_authtoken auth_url "http://$CONTROLLER_HOST:5000"
     ini_set "$file" keystone_authtoken memcached_servers "$CONTROLLER_HOST:11211"
     ini_set "$file" keystone_authtoken auth_type password
+    # Keystone's bootstrap names the region RegionOne; Debian's packaged configurations say
+    # regionOne, and the middleware then finds no identity endpoint (every request a 500)
+    ini_set "$file" keystone_authtoken region_name RegionOne
     ini_set "$file" keystone_authtoken project_domain_name Default
     ini_set "$file" keystone_authtoken user_domain_name Default
     ini_set "$file" keystone_authtoken project_name service

@@ -33,6 +33,8 @@ ROLES = (
     "nova-api", "nova-conductor", "nova-scheduler", "nova-novncproxy",
     "neutron-server", "neutron-l3-agent", "neutron-dhcp-agent", "neutron-metadata-agent",
     "cinder-api", "cinder-scheduler", "openstack-dashboard", "python3-openstackclient",
+    # Horizon's Apache site (PKGS_DASHBOARD): openstack-dashboard alone serves nothing
+    "openstack-dashboard-apache",
     # compute (KVM) and its networking
     "nova-compute", "qemu-system-x86", "libvirt-daemon-system",
     # live migration's SASL (SCRAM inside TLS): the mechanism plug-ins are only a Recommends of
