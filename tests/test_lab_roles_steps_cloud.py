@@ -51,8 +51,13 @@ IMAGE_PORT = 8089
 STEP_TIMEOUT = 1200          # the longest step (04-check-vm, nova-compute's first start) is minutes
 COMPUTES = ("compute1", "compute2", "compute3", "compute4")
 
-pytestmark = pytest.mark.skipif(bool(_missing() or guestimage.missing_tools()),
-                                reason=_missing() or guestimage.missing_tools() or "")
+# Opt-in: on this project's 2-core machines the run takes 35 min or more (every `openstack` call
+# starts slowly), more than the suite's 60-minute CI budget leaves beside the other lab tests.
+# PROVISIONER_ROLES_FULL=1 runs it; the README's role section says what it proves.
+FULL = pytest.mark.skipif(not os.environ.get("PROVISIONER_ROLES_FULL"),
+                          reason="the full role rehearsal takes 35 min or more: set PROVISIONER_ROLES_FULL=1")
+pytestmark = [FULL, pytest.mark.skipif(bool(_missing() or guestimage.missing_tools()),
+                                     reason=_missing() or guestimage.missing_tools() or "")]
 
 
 def short(host: str) -> str:

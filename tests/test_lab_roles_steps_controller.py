@@ -17,6 +17,7 @@ of it is the daemons' database migrations and each openstack client call's start
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -34,6 +35,13 @@ from provisioner.lab.roles.substrate import Substrate
 from provisioner.lab.vms import service_address
 from provisioner.plan import PROFILES_DIR, config_env, hooks_tarball, load_plan
 from test_lab_roles_substrate import _missing
+
+# Opt-in: on this project's 2-core machines the run takes 15-30 min (every `openstack` call
+# starts slowly), more than the suite's 60-minute CI budget leaves beside the other lab tests.
+# PROVISIONER_ROLES_FULL=1 runs it; the README's role section says what it proves.
+FULL = pytest.mark.skipif(not os.environ.get("PROVISIONER_ROLES_FULL"),
+                          reason="the full role rehearsal takes 15-30 min: set PROVISIONER_ROLES_FULL=1")
+pytestmark = FULL
 
 PROFILE = "debian-13"
 HOOKS = "/opt/provisioner/hooks"

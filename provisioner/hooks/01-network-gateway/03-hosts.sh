@@ -5,5 +5,10 @@
 # shellcheck source=../lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-hosts=$(curl -fsS --retry 3 "$PROVISIONER_URL/hosts")
+# over HTTPS, the service's CA that %post wrote (the runner pins the same one)
+tls=()
+if [ -r "$ROOT/etc/provisioner/ca.pem" ]; then
+    tls=(--cacert "$ROOT/etc/provisioner/ca.pem")
+fi
+hosts=$(curl -fsS --retry 3 "${tls[@]}" "$PROVISIONER_URL/hosts")
 printf '%s\n' "$hosts" | write_file /etc/hosts 0644

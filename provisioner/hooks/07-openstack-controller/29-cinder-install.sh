@@ -8,6 +8,6 @@ why=$(cinder_backend_unavailable)
 if [ -z "$why" ]; then
     pkg_install "$PKGS_CINDER_VOLUME"
 else
-    skipped "installing the LVM/iSCSI back end ($PKGS_CINDER_VOLUME)" "$why"
+    skip_part "installing the LVM/iSCSI back end ($PKGS_CINDER_VOLUME)" "$why"
 fi
 mysql_database cinder cinder "$CINDER_DB_PASSWORD"

@@ -22,7 +22,7 @@ ini_set "$conf" lvm target_helper lioadm
 ini_set "$conf" oslo_concurrency lock_path /var/lib/cinder/tmp
 why=$(cinder_backend_unavailable)
 if [ -n "$why" ]; then
-    skipped "the LVM device filter for $CINDER_VG" "$why"
+    skip_part "the LVM device filter for $CINDER_VG" "$why"
     restart_if_changed "$UNITS_CINDER"
     exit 0
 fi

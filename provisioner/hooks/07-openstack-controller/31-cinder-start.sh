@@ -12,6 +12,6 @@ if [ -z "$why" ]; then
     service_on "$UNIT_CINDER_VOLUME" "$UNIT_ISCSI_TARGET"
     firewall_allow 8776/tcp 3260/tcp
 else
-    skipped "starting cinder-volume and the iSCSI target ($UNIT_CINDER_VOLUME $UNIT_ISCSI_TARGET)" "$why"
+    skip_part "starting cinder-volume and the iSCSI target ($UNIT_CINDER_VOLUME $UNIT_ISCSI_TARGET)" "$why"
     firewall_allow 8776/tcp
 fi

@@ -321,9 +321,10 @@ keystone_authtoken() {
     ini_set "$file" keystone_authtoken password "$password"
 }
 
-# skipped WHAT REASON: a part of a step that cannot run on this host, said in the step's output
-# (which the runner reports) with the reason; never done halfway, never pretended.
-skipped() {
+# skip_part WHAT REASON: a part of a step that cannot run on this host (the rest of the step
+# does), said in the step's output with the reason; never done halfway, never pretended. A step
+# none of which can run uses skip, and is reported skipped.
+skip_part() {
     say "skipped: $1: $2"
 }
 
