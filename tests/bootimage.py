@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from provisioner.lab.rehearsal import pack_initrd
+from provisioner.boot.initrd import pack as pack_initrd
 
 MARKER = "PROVISIONER-CMDLINE:"
 

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from provisioner.lab.rehearsal import pack_initrd
+from provisioner.boot.initrd import pack as pack_initrd
 
 HOSTNAME = "test-vm"
 # virtio-net and what it needs, in load order (Debian builds them as modules)

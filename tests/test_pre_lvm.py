@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.boot.initrd import pack as pack_initrd
 from provisioner.lab import rehearsal
 from provisioner.render.kscheck import check_kickstart
 
@@ -149,7 +150,7 @@ def _initrd(work: Path, pre: str, volgroups: list[tuple[str, list[str]]]) -> Pat
     (root / "etc/extra-modules.order").write_text("\n".join(mods) + "\n")
     # the kernel unpacks concatenated archives in order: the overlay's /init replaces the base's
     initrd = work / "initrd.img"
-    initrd.write_bytes(base.read_bytes() + rehearsal.pack_initrd(root))
+    initrd.write_bytes(base.read_bytes() + pack_initrd(root))
     return initrd
 
 

@@ -12,8 +12,6 @@ Boot alike.
 
 from __future__ import annotations
 
-import glob
-import gzip
 import hashlib
 import os
 import shutil
@@ -21,6 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from provisioner.boot import initrd
 from provisioner.render.renderer import PACKAGE_DIR
 
 INIT = PACKAGE_DIR / "data" / "rehearsal" / "init"
@@ -76,10 +75,10 @@ def esp_grub_cfg(marker: bytes = DISK_MARKER) -> str:
 
 
 def kernel() -> Path:
-    found = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not found:
+    found = initrd.newest_kernel()
+    if found is None:
         raise RehearsalError("no kernel in /boot: apt-get install linux-image-amd64")
-    return Path(found[-1])
+    return found
 
 
 def _libraries(binary: str) -> list[str]:
@@ -103,11 +102,7 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
         root = Path(tmp)
         for d in ("bin", "sbin", "etc/lvm", "lib/modules", "proc", "sys", "dev", "tmp", "mnt"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        shutil.copy2("/bin/busybox", root / "bin/busybox")
-        applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split()
-        for applet in applets:
-            if not (root / "bin" / applet).exists():
-                (root / "bin" / applet).symlink_to("busybox")
+        initrd.add_busybox(root)
         for binary in BINARIES + tuple(b for b in OPTIONAL_BINARIES if os.path.exists(b)):
             shutil.copy2(binary, root / "sbin" / Path(binary).name)
             for lib in _libraries(binary):
@@ -116,19 +111,7 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
                 if not target.exists():
                     shutil.copy2(lib, target)
         (root / "sbin/mkfs.ext4").symlink_to("mke2fs")
-        order: list[str] = []
-        for module in MODULES:
-            deps = subprocess.run(["modprobe", "-S", release, "--show-depends", module], capture_output=True,
-                                  text=True).stdout
-            for line in deps.splitlines():
-                if line.startswith("insmod "):
-                    path = line.split()[1]
-                    rel = os.path.relpath(path, f"/lib/modules/{release}")
-                    if rel not in order:
-                        order.append(rel)
-                        target = root / "lib/modules" / rel
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(path, target)
+        order = initrd.add_modules(root, release, MODULES)
         if not order:
             raise RehearsalError(f"no kernel modules found for {release}")
         (root / "etc/modules.order").write_text("\n".join(order) + "\n")
@@ -142,16 +125,8 @@ def build_initrd(dest: Path, kernel_path: Path | None = None) -> Path:
         (root / "etc/efi/grub.cfg").write_text(esp_grub_cfg())
         shutil.copy2(INIT, root / "init")
         (root / "init").chmod(0o755)
-        dest.write_bytes(pack_initrd(root))
+        dest.write_bytes(initrd.pack(root))
     return dest
-
-
-def pack_initrd(root: Path) -> bytes:
-    """A directory as the kernel takes an initrd: a gzipped newc cpio archive."""
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True, check=True).stdout
-    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files.encode(),
-                             capture_output=True, check=True).stdout
-    return gzip.compress(archive, compresslevel=6)
 
 
 def make_tree(work: Path, name: str = "CentOS Stream", version: str = "9", arch: str = "x86_64") -> Path:
