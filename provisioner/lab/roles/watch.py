@@ -77,8 +77,9 @@ def row(hostname: str, view: NodeView, until: str | None) -> Row:
         return Row(state="failed", step=failed["id"],
                    message=last_line(failed.get("output", "")) or "failed, saying nothing (its output is empty)", **base)
     if steps and ok == len(steps):
+        skipped = sum(1 for s in steps if s["state"] == "skipped")
         what = "deployed" if view.plan.get("state") == "deployed" else \
-            f"every step up to {steps[-1]['id']} ok or skipped"
+            f"every step up to {steps[-1]['id']} ok" + (f" ({skipped} skipped)" if skipped else "")
         return Row(state="done", step=steps[-1]["id"], message=what, **base)
     if not steps:
         return Row(state="done", message="no step of its plan is in this rehearsal", **base)
